@@ -1,0 +1,22 @@
+"""datalad-registry-ext: a DataLad dataset registry of your own.
+
+Only the command suite and the configuration items live here; everything
+heavy is imported by the commands when they run.
+"""
+import logging
+
+__version__ = "0.1.0"
+
+lgr = logging.getLogger("datalad.registry_ext")
+
+command_suite = (
+    "A dataset registry of your own: submit, extract, search and sync",
+    [
+        ("datalad_registry_ext.commands.submit", "RegistrySubmit",
+         "registry-submit", "registry_submit"),
+    ],
+)
+
+from datalad_registry_ext import config as _config  # noqa: E402
+
+_config.register()

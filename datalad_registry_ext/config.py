@@ -1,0 +1,64 @@
+"""Configuration items of the extension (``datalad.registry.*``).
+
+Registered with DataLad's config machinery, so each one can also be given as
+an environment variable (``datalad.registry.dataset`` is
+``DATALAD_REGISTRY_DATASET``) and shows up in ``datalad configuration``.
+"""
+from datalad.support.constraints import EnsureInt, EnsureStr
+from datalad.support.extensions import register_config
+
+DATASET = "datalad.registry.dataset"
+EXTRACTORS = "datalad.registry.extractors"
+METADATA_MAX_BYTES = "datalad.registry.metadata-max-bytes"
+
+# DataLad-Registry's five, plus the legacy extractors that describe a dataset
+# as a whole.
+DEFAULT_EXTRACTORS = (
+    "metalad_core",
+    "metalad_studyminimeta",
+    "datacite_gin",
+    "bids_dataset",
+    "dandi",
+    "datalad_rfc822",
+    "frictionless_datapackage",
+)
+
+
+def register():
+    register_config(
+        DATASET,
+        "Location of the dataset registry",
+        description=(
+            "Path of the registry superdataset that registry-* commands use "
+            "when no -d/--dataset is given. Default: a 'registry' dataset in "
+            "the user data directory (platformdirs)."),
+        type=EnsureStr(),
+        default_fn=_default_registry_path,
+        scope="global",
+    )
+    register_config(
+        EXTRACTORS,
+        "Metadata extractors run on registered datasets",
+        description=(
+            "Names of the metadata extractors registry-extract runs, "
+            "separated by spaces or commas."),
+        type=EnsureStr(),
+        default=" ".join(DEFAULT_EXTRACTORS),
+        scope="global",
+    )
+    register_config(
+        METADATA_MAX_BYTES,
+        "Largest metadata file an extractor reads",
+        description=(
+            "Metadata files (dataset_description.json, datacite.yml, ...) "
+            "larger than this many bytes are not parsed; extraction reports "
+            "an error instead."),
+        type=EnsureInt(),
+        default=10 * 1024 * 1024,
+        scope="global",
+    )
+
+
+def _default_registry_path():
+    from datalad_registry_ext.locations import default_registry_path
+    return str(default_registry_path())
