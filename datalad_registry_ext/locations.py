@@ -1,7 +1,7 @@
 """Where the extension keeps its files (all under platformdirs' user dirs).
 
 - the default registry superdataset: ``<user data dir>/registry``
-- the index of a registry:            ``<user cache dir>/index/<key>/index.json``
+- the index of a registry:            ``<user cache dir>/index/<key>/``
 - the clone cache:                    ``<user cache dir>/clones/<key>/<path>``
 
 ``<key>`` is derived from the registry's absolute path, so that every
@@ -38,8 +38,8 @@ def registry_key(registry_path: Path | str) -> str:
     return f"{name}-{digest}"
 
 
-def index_path(registry_path: Path | str) -> Path:
-    return user_cache_dir() / "index" / registry_key(registry_path) / "index.json"
+def index_dir(registry_path: Path | str) -> Path:
+    return user_cache_dir() / "index" / registry_key(registry_path)
 
 
 def clone_cache_dir(registry_path: Path | str) -> Path:

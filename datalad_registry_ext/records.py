@@ -139,8 +139,8 @@ def canonical_url(url: str) -> str:
 
     ``X``, ``X/`` and ``X.git`` name one repository: trailing slashes and a
     ``.git`` suffix are removed, as are credentials; the scheme and host are
-    lower-cased. Local paths must already be absolute (callers turn them into
-    ``file://`` URLs or absolute paths).
+    lower-cased; ``file:///p`` is the path ``/p``. Local paths must already be
+    absolute.
     """
     url = strip_credentials(url.strip())
     parts = urlsplit(url)
@@ -149,7 +149,8 @@ def canonical_url(url: str) -> str:
         return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path,
                            parts.query, ""))
     if parts.scheme == "file":
-        return "file://" + _strip_repo_suffix(parts.path)
+        # a file:// URL and the plain path name one repository
+        return _strip_repo_suffix(parts.path)
     m = _SCP_LIKE.match(url)
     if m and not url.startswith("/"):
         return f"{m['user'] or ''}{m['host'].lower()}:{_strip_repo_suffix(m['path'])}"
@@ -172,9 +173,7 @@ def registry_path_for_url(url: str) -> str:
     """
     url = canonical_url(url)
     parts = urlsplit(url)
-    if parts.scheme == "file":
-        host, path = "local", parts.path
-    elif parts.scheme and parts.netloc:
+    if parts.scheme and parts.netloc:
         host = parts.netloc.rpartition("@")[2]
         path = parts.path
     else:

@@ -1,0 +1,36 @@
+"""What every registry-* command shares: the -d parameter and its resolution."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from datalad.distribution.dataset import EnsureDataset
+from datalad.support.constraints import EnsureNone
+from datalad.support.param import Parameter
+
+dataset_param = Parameter(
+    args=("-d", "--dataset"),
+    metavar="REGISTRY",
+    doc="""the registry superdataset to work with. Default: the value of
+    the configuration item ``datalad.registry.dataset``, else a registry in
+    the user data directory, created on first use.""",
+    constraints=EnsureDataset() | EnsureNone())
+
+
+def registry_location(dataset) -> Path:
+    """The registry's path: -d, else config, else the default location."""
+    if dataset is not None:
+        return Path(getattr(dataset, "path", dataset)).absolute()
+    from datalad import cfg
+    from datalad_registry_ext import config
+    return Path(cfg.obtain(config.DATASET)).expanduser().absolute()
+
+
+def human_size(n) -> str:
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} PB"

@@ -1,0 +1,203 @@
+"""registry-submit: register repositories in the registry."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datalad.distribution.dataset import datasetmethod
+from datalad.interface.base import Interface, build_doc, eval_results
+from datalad.interface.results import get_status_dict
+from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
+from datalad.support.param import Parameter
+
+from datalad_registry_ext.commands._common import (
+    dataset_param,
+    human_size,
+    registry_location,
+)
+
+lgr = logging.getLogger("datalad.registry_ext.submit")
+
+ACTION = "registry_submit"
+
+
+@build_doc
+class RegistrySubmit(Interface):
+    """Register repositories in a dataset registry
+
+    Each repository (a DataLad dataset or any git repository) is cloned into
+    the clone cache, its facts are computed with git and git-annex (HEAD,
+    branches, tags, annexed file counts and sizes, subdatasets, ...), it is
+    added to the registry superdataset as an uninstalled subdataset entry
+    at a path derived from its URL (e.g. ``github.com/OpenNeuroDatasets/ds000001``),
+    and its record is written to the registry's index, where
+    ``registry-search`` finds it.
+
+    All repositories of one call are registered in a single commit of the
+    registry. Submitting a repository again refreshes its facts (``X``,
+    ``X/`` and ``X.git`` are one repository); nothing is changed when
+    nothing changed. Credentials in URLs are used for cloning only and never
+    stored.
+    """
+
+    _params_ = dict(
+        dataset=dataset_param,
+        urls=Parameter(
+            args=("urls",),
+            metavar="URL_OR_PATH",
+            nargs="*",
+            doc="""repositories to register: local paths, or ``file://``,
+            ``http(s)://``, ``ssh://`` and ``git@host:path`` URLs.""",
+            constraints=EnsureStr() | EnsureNone()),
+        from_file=Parameter(
+            args=("--from",),
+            dest="from_file",
+            metavar="FILE",
+            doc="""read repositories from FILE: one URL or path per line, or
+            DataLad's usage-dashboard ``datalad-repos.json`` (active
+            repositories on GitHub, GIN, hub.datalad.org and ATRIS; OSF
+            entries are reported as not supported).""",
+            constraints=EnsureStr() | EnsureNone()),
+        jobs=Parameter(
+            args=("-J", "--jobs"),
+            metavar="N",
+            doc="""how many repositories to clone and examine at once.""",
+            constraints=EnsureInt() | EnsureNone()),
+    )
+
+    _examples_ = [
+        dict(text="Register a local dataset and a GitHub repository",
+             code_py="registry_submit(['~/data/myds', "
+                     "'https://github.com/OpenNeuroDatasets/ds000001'])",
+             code_cmd="datalad registry-submit ~/data/myds "
+                      "https://github.com/OpenNeuroDatasets/ds000001"),
+        dict(text="Register everything DataLad's usage dashboard lists, "
+                  "four at a time",
+             code_py="registry_submit(from_file='datalad-repos.json', jobs=4)",
+             code_cmd="datalad registry-submit --from datalad-repos.json -J 4"),
+        dict(text="Use a registry other than the default one",
+             code_py="registry_submit(['../ds'], dataset='/srv/lab-registry')",
+             code_cmd="datalad registry-submit -d /srv/lab-registry ../ds"),
+    ]
+
+    @staticmethod
+    @datasetmethod(name="registry_submit")
+    @eval_results
+    def __call__(urls=None, *, dataset=None, from_file=None, jobs=None):
+        from datalad_registry_ext import registration
+        from datalad_registry_ext.registry import RegistryError, ensure_registry
+        from datalad_registry_ext.url_lists import UrlListError, read_url_list
+
+        location = registry_location(dataset)
+        common = dict(action=ACTION, logger=lgr, refds=str(location))
+
+        items = list(urls or [])
+        if from_file:
+            try:
+                listed, skipped = read_url_list(Path(from_file).expanduser())
+            except UrlListError as e:
+                yield get_status_dict(
+                    status="impossible", path=str(Path(from_file).absolute()),
+                    type="file", message=str(e), **common)
+                return
+            items += listed
+            for s in skipped:
+                yield get_status_dict(
+                    status="impossible", path=str(location), type="dataset",
+                    url=s["url"], message=f"{s['url']}: {s['reason']}", **common)
+        if not items:
+            if not from_file:
+                yield get_status_dict(
+                    status="impossible", path=str(location), type="dataset",
+                    message="nothing to register: give URLs or paths, "
+                            "or --from FILE", **common)
+            return
+
+        candidates = []
+        for item in items:
+            try:
+                candidates.append(registration.resolve_input(item))
+            except registration.InputError as e:
+                from datalad_registry_ext.records import strip_credentials
+                yield get_status_dict(
+                    status="impossible", path=str(location), type="dataset",
+                    url=strip_credentials(item), message=str(e), **common)
+        if not candidates:
+            return
+
+        try:
+            registry = ensure_registry(location)
+        except RegistryError as e:
+            yield get_status_dict(status="error", path=str(location),
+                                  type="dataset", message=str(e), **common)
+            return
+
+        from datalad.log import log_progress
+        pid = f"registry-submit-{id(candidates)}"
+        log_progress(lgr.info, pid, "Registering %d repositories",
+                     len(candidates), label="Registering", unit=" repos",
+                     total=len(candidates), noninteractive_level=5)
+
+        def progress(done, total):
+            log_progress(lgr.info, pid, "Examined %d of %d", done, total,
+                         update=done, total=total, noninteractive_level=5)
+
+        try:
+            outcomes = list(registration.register(
+                registry, candidates, jobs=jobs or 1, progress=progress))
+        except RegistryError as e:
+            outcomes = [dict(url=c.url, status="error", message=str(e))
+                        for c in candidates]
+        finally:
+            log_progress(lgr.info, pid, "Done registering",
+                         noninteractive_level=5)
+
+        for o in outcomes:
+            rec = o.get("record") or {}
+            path = registry / rec["registry_path"] if rec.get(
+                "registry_path") else registry
+            yield get_status_dict(
+                status=o["status"], path=str(path), type="dataset",
+                url=o["url"], message=o["message"],
+                registry=str(registry),
+                registry_path=rec.get("registry_path"),
+                ds_id=rec.get("ds_id"), head=rec.get("head"),
+                change=o.get("change"), changed=o.get("changed"),
+                record=rec or None, **common)
+
+    @staticmethod
+    def custom_result_renderer(res, **kwargs):
+        from datalad.ui import ui
+        if res.get("action") != ACTION:
+            from datalad.interface.utils import generic_result_renderer
+            generic_result_renderer(res)
+            return
+        status = res["status"]
+        url = res.get("url") or res.get("path")
+        rec = res.get("record") or {}
+        if status in ("ok", "notneeded") and rec:
+            label = {"new": "registered"}.get(res.get("change"),
+                                              res.get("change"))
+            kind = (f"dataset {rec['ds_id'][:8]}" if rec.get("ds_id")
+                    else "git repository")
+            files = rec.get("annexed_files_in_wt_count")
+            annex = (f", {files} annexed files, "
+                     f"{human_size(rec.get('annexed_files_in_wt_size'))}"
+                     if files is not None else "")
+            ui.message(f"{label:<10} {url} -> {rec.get('registry_path')} "
+                       f"({kind}, {rec.get('head_describe')}{annex})")
+        else:
+            ui.message(f"{status:<10} {url}: {res.get('message')}")
+
+    @staticmethod
+    def custom_result_summary_renderer(results):
+        from collections import Counter
+        from datalad.ui import ui
+        mine = [r for r in results if r.get("action") == ACTION]
+        if len(mine) < 2:
+            return
+        counts = Counter(r["status"] for r in mine)
+        parts = [f"{counts[s]} {word}" for s, word in (
+            ("ok", "registered or updated"), ("notneeded", "unchanged"),
+            ("impossible", "impossible"), ("error", "failed")) if counts[s]]
+        ui.message("registry-submit: " + ", ".join(parts))

@@ -1,0 +1,295 @@
+"""Registering repositories: from a URL to a subdataset entry and a record.
+
+:func:`register` is what ``registry-submit`` runs. For each repository it
+
+1. clones it into the clone cache (or fetches an existing clone),
+2. computes its facts (:mod:`facts`),
+
+in parallel, and then, for the whole batch at once and under the registry's
+lock,
+
+3. commits the new and changed subdataset entries (:mod:`registry`), in one
+   commit,
+4. writes their records to the index (:mod:`index`).
+
+A repository that fails at step 1 or 2 yields an error outcome and changes
+nothing. The index remembers which registry commit it reflects, so if a
+process dies between steps 3 and 4, the next one brings the index up to date
+from the registry (:func:`reconcile_index`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from datalad_registry_ext import facts as facts_mod
+from datalad_registry_ext import registry as reg
+from datalad_registry_ext.index import Index, IndexCorrupt, local_index
+from datalad_registry_ext.locations import clone_cache_dir
+from datalad_registry_ext.records import (
+    LOCAL_SOURCE,
+    canonical_url,
+    changed_facts,
+    new_record,
+    now_iso,
+    registry_path_for_url,
+    strip_credentials,
+)
+
+lgr = logging.getLogger("datalad.registry_ext.registration")
+
+SUPPORTED_SCHEMES = ("http", "https", "ssh", "git+ssh", "git", "file")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_SCP_LIKE = re.compile(r"^[^@/:\s]+@[^/:\s]+:")
+
+
+class InputError(ValueError):
+    """A submitted item is not something that can be registered."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One repository to register, as the user gave it."""
+    given: str        # as given, shown in messages only after scrubbing
+    source: str       # what git clones from (may carry credentials)
+    url: str          # what is stored: no credentials, no trailing slash
+
+    @property
+    def key(self) -> str:
+        return canonical_url(self.url)
+
+
+def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
+    """Turn a command-line item (URL or local path) into a Candidate."""
+    item = item.strip()
+    if not item:
+        raise InputError("an empty string is not a URL or path")
+    m = _SCHEME.match(item)
+    if m:
+        scheme = m[1].lower()
+        if scheme not in SUPPORTED_SCHEMES:
+            raise InputError(
+                f"URL scheme '{scheme}' is not supported (use one of: "
+                f"{', '.join(SUPPORTED_SCHEMES)}, a git@host:path address or "
+                "a local path)")
+        url = strip_credentials(item)
+        return Candidate(item, item, _trim(url))
+    if _SCP_LIKE.match(item) and not os.path.exists(item):
+        return Candidate(item, item, _trim(item))
+    path = Path(cwd or Path.cwd()) / item
+    if not path.exists():
+        raise InputError(f"no such path: {path}")
+    if not path.is_dir():
+        raise InputError(f"{path} is a file, not a repository")
+    path = Path(os.path.abspath(path))
+    return Candidate(item, str(path), _trim(str(path)))
+
+
+def _trim(url: str) -> str:
+    return url.rstrip("/") or "/"
+
+
+def clone_location(registry: Path, key: str) -> Path:
+    """Where the clone of a repository lives in the clone cache.
+
+    Readable (the registry path) and unique (a hash of the canonical URL), so
+    no two repositories ever share or nest clones.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return clone_cache_dir(registry) / f"{registry_path_for_url(key)}@{digest}"
+
+
+# -- the batch ---------------------------------------------------------------------
+
+def register(registry: Path, candidates: Iterable[Candidate], *, jobs: int = 1,
+             progress: Callable[[int, int], None] | None = None
+             ) -> Iterator[dict]:
+    """Register ``candidates`` in ``registry``; yield one outcome per repository.
+
+    An outcome is a dict with ``url``, ``status`` (``ok``, ``notneeded``,
+    ``error``), ``message``, and on success ``record``, ``change`` (``new``,
+    ``updated`` or ``unchanged``) and ``changed`` (the names of the facts
+    that changed; all of them for a new registration).
+    """
+    registry = Path(registry)
+    index = local_index(registry)
+    reconcile_index(registry, index)
+
+    unique: dict[str, Candidate] = {}
+    for c in candidates:
+        unique.setdefault(c.key, c)
+    todo = list(unique.values())
+    total = len(todo)
+    done = 0
+
+    def work(c: Candidate):
+        try:
+            clone, _ = facts_mod.clone_or_update(
+                c.source, clone_location(registry, c.key))
+            return c, facts_mod.repository_facts(clone), None
+        except facts_mod.RepositoryError as e:
+            return c, None, str(e)
+        except OSError as e:
+            return c, None, facts_mod.scrub(f"{type(e).__name__}: {e}",
+                                            [c.source])
+
+    computed = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for c, facts, error in pool.map(work, todo):
+            done += 1
+            if progress:
+                progress(done, total)
+            computed.append((c, facts, error))
+
+    failures = [
+        _outcome(c, "error", f"cannot register {_public(c)}: {error}")
+        for c, facts, error in computed if error is not None]
+    ok = [(c, facts) for c, facts, error in computed if error is None]
+    results = failures
+    if ok:
+        results += _commit_batch(registry, index, ok)
+    order = {c.key: i for i, c in enumerate(todo)}
+    yield from sorted(results, key=lambda r: order.get(r.pop("_key"), 0))
+
+
+def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
+    with reg.locked(registry):
+        reconcile_index(registry, index)
+        entries = reg.read_entries(registry)
+        by_key = {canonical_url(r["url"]): r for r in entries.values()
+                  if r.get("url")}
+        current = {r["url"]: r for r in index.records()}
+        now = now_iso()
+        outcomes, changed_records = [], []
+        for c, facts in ok:
+            committed = by_key.get(c.key)
+            old = current.get(committed["url"]) if committed else None
+            old = old or committed
+            if old is None:
+                path = reg.allocate_path(registry_path_for_url(c.key), c.url,
+                                         entries)
+                rec = new_record(c.url, **facts, registry_path=path,
+                                 processed=True, last_update_dt=now,
+                                 last_chk_dt=now)
+                entries[path] = rec
+                changed_records.append(rec)
+                outcomes.append(_outcome(
+                    c, "ok", f"registered {c.url} at {path}", record=rec,
+                    change="new", changed=list(facts)))
+                continue
+            rec = new_record(old["url"])
+            rec.update({k: v for k, v in old.items() if v is not None})
+            rec.update(facts, processed=True, source=LOCAL_SOURCE)
+            changes = changed_facts(old, rec)
+            if not changes:
+                outcomes.append(_outcome(
+                    c, "notneeded", f"{rec['url']} is registered and unchanged",
+                    record=old, change="unchanged", changed=[]))
+                continue
+            rec.update(last_update_dt=now, last_chk_dt=now)
+            changed_records.append(rec)
+            outcomes.append(_outcome(
+                c, "ok", f"updated {rec['url']}: {_describe(old, rec, changes)}",
+                record=rec, change="updated", changed=changes))
+        if changed_records:
+            commit = reg.commit_entries(
+                registry, changed_records, _commit_message(changed_records, by_key))
+            with index.transaction() as txn:
+                for rec in changed_records:
+                    txn.put(rec)
+                txn.set_meta(registry_head=commit)
+        return outcomes
+
+
+def _describe(old: dict, new: dict, changes: list[str]) -> str:
+    parts = []
+    for f in changes:
+        if f == "head":
+            parts.append(f"HEAD {str(old.get('head'))[:8]} -> {new['head'][:8]}")
+        elif f in ("annex_key_count", "annexed_files_in_wt_count",
+                   "annexed_files_in_wt_size", "git_objects_kb"):
+            parts.append(f"{f} {old.get(f)} -> {new.get(f)}")
+        else:
+            parts.append(f"{f} changed")
+    return ", ".join(parts)
+
+
+def _commit_message(records: list[dict], known: dict) -> str:
+    new = [r for r in records if canonical_url(r["url"]) not in known]
+    updated = [r for r in records if canonical_url(r["url"]) in known]
+    head = []
+    if new:
+        head.append(f"register {len(new)}")
+    if updated:
+        head.append(f"update {len(updated)}")
+    noun = "repository" if len(records) == 1 else "repositories"
+    lines = [f"[registry] {' and '.join(head).capitalize()} {noun}", ""]
+    lines += [f"register {r['registry_path']}: {r['url']}" for r in new]
+    lines += [f"update {r['registry_path']}: {r['url']} @ {r['head'][:10]}"
+              for r in updated]
+    return "\n".join(lines) + "\n"
+
+
+def _outcome(c: Candidate, status: str, message: str, **extra) -> dict:
+    return {"url": c.url, "status": status, "message": message,
+            "_key": c.key, **extra}
+
+
+def _public(c: Candidate) -> str:
+    return strip_credentials(c.given)
+
+
+# -- keeping the index in step with the registry ------------------------------------
+
+def reconcile_index(registry: Path, index: Index | None = None) -> bool:
+    """Bring the index's own records up to the registry's HEAD if needed.
+
+    Returns True if the index had to be updated (a previous process died
+    between committing and writing the index, or the registry was changed
+    elsewhere, e.g. by a ``datalad update``).
+    """
+    index = index or local_index(registry)
+    head = reg.head_commit(registry)
+    try:
+        if index.exists() and index.meta().get("registry_head") == head:
+            return False
+    except IndexCorrupt as e:
+        # the registry's own records are derived data: heal, don't fail
+        lgr.warning("%s; rebuilding it from the registry", e)
+    rebuild_index(registry, index)
+    return True
+
+
+def rebuild_index(registry: Path, index: Index | None = None) -> int:
+    """Rewrite the index's own records from the registry superdataset.
+
+    The facts come from the registry's records file; metadata already in the
+    index for the same dataset version is kept. Returns the record count.
+    """
+    index = index or local_index(registry)
+    with index.transaction(fresh=True) as txn:
+        head = reg.head_commit(registry)
+        entries = reg.read_entries(registry, head) if head else {}
+        try:
+            previous = {r["url"]: r for r in index.records()}
+        except IndexCorrupt:  # exactly what a rebuild replaces
+            previous = {}
+        records = []
+        for path, entry in sorted(entries.items()):
+            rec = new_record(entry["url"])
+            rec.update({k: v for k, v in entry.items() if v is not None})
+            rec["registry_path"] = path
+            old = previous.get(rec["url"])
+            if old:
+                rec["metadata"] = old.get("metadata") or []
+                rec["extraction_failures"] = old.get("extraction_failures") or {}
+            records.append(rec)
+        txn.replace_all(records)
+        txn.set_meta(registry_head=head)
+    return len(records)

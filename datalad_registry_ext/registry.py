@@ -1,0 +1,313 @@
+"""The registry superdataset.
+
+A registry is a DataLad dataset (without an annex). Each registered
+repository is an *uninstalled* subdataset entry: a gitlink recording the
+repository's HEAD commit at a readable path (``github.com/o/r``) and a
+``.gitmodules`` section with its URL and, for DataLad datasets, its
+``datalad-id``. ``datalad subdatasets -d REGISTRY`` lists them.
+
+The facts of every entry (annex counts, branches, tags, ...) are committed in
+``.datalad/registry/records.jsonl``, one JSON record per line, sorted by
+path, so a clone of the registry carries everything needed to rebuild its
+index. Extracted metadata lives in metalad's store (see :mod:`aggregate`).
+
+Writing is crash-safe: a batch of entries becomes one commit built with git
+plumbing in a temporary index and published with a compare-and-swap
+``update-ref``. A process killed at any point leaves either the old commit or
+the new one. The work tree is brought up to date afterwards (and at the start
+of the next write, should that have been interrupted).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from datalad_registry_ext.facts import RepositoryError, git
+from datalad_registry_ext.records import canonical_url
+
+RECORDS_FILE = ".datalad/registry/records.jsonl"
+LOCK_NAME = "datalad-registry-ext.lock"
+LOCK_TIMEOUT = 600
+
+# record fields that are not stored in the registry's records file: metadata
+# lives in metalad's store, the rest only makes sense in an index
+NOT_COMMITTED = ("metadata", "source", "extraction_failures")
+
+
+class RegistryError(RuntimeError):
+    """The registry superdataset cannot be created, read or written."""
+
+
+# -- locating and creating ---------------------------------------------------------
+
+def ensure_registry(path: Path | str) -> Path:
+    """Return the registry at ``path``, creating it if nothing is there."""
+    path = Path(path).absolute()
+    if (path / ".git").exists():
+        if not (path / ".datalad" / "config").exists():
+            raise RegistryError(
+                f"{path} is a git repository but not a DataLad dataset; "
+                "choose another registry location with -d or "
+                "datalad.registry.dataset")
+        return path
+    if path.exists() and any(path.iterdir()):
+        raise RegistryError(
+            f"{path} exists and is not a dataset; choose another registry "
+            "location with -d or datalad.registry.dataset")
+    from datalad.api import create
+    try:
+        create(path=str(path), annex=False, result_renderer="disabled")
+    except Exception as e:  # datalad raises several kinds
+        raise RegistryError(f"cannot create a registry at {path}: {e}") from e
+    return path
+
+
+def is_registry(path: Path | str) -> bool:
+    path = Path(path)
+    return (path / ".git").exists() and (path / ".datalad" / "config").exists()
+
+
+def head_commit(registry: Path) -> str | None:
+    out = git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+              cwd=registry, check=False).strip()
+    return out or None
+
+
+def registry_id(registry: Path) -> str | None:
+    return git(["config", "-f", ".datalad/config", "--get",
+                "datalad.dataset.id"], cwd=registry, check=False).strip() or None
+
+
+# -- reading -----------------------------------------------------------------------------
+
+def read_entries(registry: Path, commit: str | None = None) -> dict[str, dict]:
+    """``{registry_path: record}`` as committed (HEAD unless ``commit``).
+
+    Entries found in ``.gitmodules`` but missing from the records file (e.g.
+    added by hand with ``git submodule add``) are returned with the facts
+    that ``.gitmodules`` and the gitlink give.
+    """
+    commit = commit or head_commit(registry)
+    if commit is None:
+        return {}
+    entries = {}
+    text = _blob(registry, commit, RECORDS_FILE)
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise RegistryError(
+                f"{RECORDS_FILE} line {n} in {registry} is not valid JSON "
+                f"({e})") from e
+        entries[rec["registry_path"]] = rec
+    gitlinks = _gitlinks(registry, commit)
+    for name, props in _read_gitmodules(registry, commit).items():
+        path = props.get("path")
+        if not path or path in entries or path not in gitlinks:
+            continue
+        entries[path] = {
+            "url": props.get("url"), "ds_id": props.get("datalad-id"),
+            "head": gitlinks[path], "registry_path": path, "processed": False,
+        }
+    # a gitlink moved by hand wins over the records file
+    for path, rec in entries.items():
+        if path in gitlinks:
+            rec["head"] = gitlinks[path]
+    return {p: r for p, r in entries.items() if p in gitlinks}
+
+
+def _blob(registry: Path, commit: str, path: str) -> str | None:
+    try:
+        return git(["cat-file", "blob", f"{commit}:{path}"], cwd=registry)
+    except RepositoryError:
+        return None
+
+
+def _gitlinks(registry: Path, commit: str) -> dict[str, str]:
+    out = git(["ls-tree", "-r", "-z", commit], cwd=registry)
+    links = {}
+    for item in out.split("\0"):
+        if item.startswith("160000 "):
+            meta, _, path = item.partition("\t")
+            links[path] = meta.split()[2]
+    return links
+
+
+def _read_gitmodules(registry: Path, commit: str) -> dict[str, dict]:
+    """``{name: {key: value}}`` in file order."""
+    if _blob(registry, commit, ".gitmodules") is None:
+        return {}
+    out = git(["config", "--blob", f"{commit}:.gitmodules", "--list", "-z"],
+              cwd=registry)
+    sections: dict[str, dict] = {}
+    for item in out.split("\0"):
+        key, _, value = item.partition("\n")
+        m = re.match(r"^submodule\.(.+)\.([^.]+)$", key)
+        if m:
+            sections.setdefault(m[1], {})[m[2]] = value
+    return sections
+
+
+# -- allocating paths ----------------------------------------------------------------
+
+def allocate_path(preferred: str, url: str, entries: dict[str, dict]) -> str:
+    """A path for ``url`` that clashes with no other entry.
+
+    A clash is the same path for another repository, or a path below or
+    above another entry (a gitlink cannot contain anything).
+    """
+    key = canonical_url(url)
+
+    def clashes(candidate):
+        for path, rec in entries.items():
+            same_repo = canonical_url(rec.get("url") or "") == key
+            if path == candidate and not same_repo:
+                return True
+            if path.startswith(candidate + "/") or candidate.startswith(path + "/"):
+                return True
+        return False
+
+    if not clashes(preferred):
+        return preferred
+    first, _, rest = preferred.partition("/")
+    flat = f"{first}/{rest.replace('/', '__')}" if rest else preferred
+    if not clashes(flat):
+        return flat
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{flat}-{digest}"
+
+
+# -- writing ---------------------------------------------------------------------------
+
+@contextmanager
+def locked(registry: Path, timeout: float = LOCK_TIMEOUT):
+    """Serialise writers of one registry across processes."""
+    from fasteners import InterProcessLock
+    gitdir = Path(git(["rev-parse", "--absolute-git-dir"], cwd=registry).strip())
+    lock = InterProcessLock(str(gitdir / LOCK_NAME))
+    if not lock.acquire(timeout=timeout):
+        raise RegistryError(
+            f"another process has been writing to the registry {registry} for "
+            f"more than {timeout:.0f} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def commit_entries(registry: Path, records: list[dict], message: str,
+                   expected_head: str | None = None) -> str:
+    """Add or update subdataset entries for ``records`` in one commit.
+
+    Each record must carry ``registry_path``, ``url`` and ``head``. Call
+    with the registry :func:`locked`. Returns the new commit.
+    """
+    head = head_commit(registry)
+    if expected_head is not None and head != expected_head:
+        raise RegistryError("the registry changed while it was being written")
+    entries = read_entries(registry, head) if head else {}
+    modules = _read_gitmodules(registry, head) if head else {}
+    for rec in records:
+        path = rec["registry_path"]
+        entries[path] = {k: v for k, v in rec.items() if k not in NOT_COMMITTED}
+        section = {"path": path, "url": rec["url"]}
+        if rec.get("ds_id"):
+            section["datalad-id"] = rec["ds_id"]
+        modules[path] = section
+    gitmodules_text = _format_gitmodules(modules)
+    records_text = "".join(
+        json.dumps(entries[p], sort_keys=True, ensure_ascii=False) + "\n"
+        for p in sorted(entries))
+    blob_modules = git(["hash-object", "-w", "--stdin"], cwd=registry,
+                       input=gitmodules_text).strip()
+    blob_records = git(["hash-object", "-w", "--stdin"], cwd=registry,
+                       input=records_text).strip()
+    index_lines = [f"100644 {blob_modules}\t.gitmodules",
+                   f"100644 {blob_records}\t{RECORDS_FILE}"]
+    index_lines += [f"160000 {rec['head']}\t{rec['registry_path']}"
+                    for rec in records]
+    gitdir = Path(git(["rev-parse", "--absolute-git-dir"], cwd=registry).strip())
+    fd, tmp_index = tempfile.mkstemp(prefix="registry-ext-index.", dir=gitdir)
+    os.close(fd)
+    os.unlink(tmp_index)
+    env = _plumbing_env(tmp_index)
+    try:
+        if head:
+            git(["read-tree", head], cwd=registry, env=env)
+        git(["update-index", "--index-info"], cwd=registry, env=env,
+            input="\n".join(index_lines) + "\n")
+        tree = git(["write-tree"], cwd=registry, env=env).strip()
+        parent = ["-p", head] if head else []
+        commit = git(["commit-tree", tree, *parent, "-F", "-"], cwd=registry,
+                     env=env, input=message).strip()
+        # compare-and-swap: fails if anybody moved HEAD meanwhile
+        git(["update-ref", "-m", "registry-ext: register", "HEAD", commit,
+             head or "0" * 40], cwd=registry)
+    except RepositoryError as e:
+        raise RegistryError(f"cannot commit to the registry {registry}: {e}") from e
+    finally:
+        if os.path.exists(tmp_index):
+            os.unlink(tmp_index)
+    sync_worktree(registry)
+    return commit
+
+
+def sync_worktree(registry: Path) -> None:
+    """Bring the registry's own files in the work tree up to HEAD."""
+    head = head_commit(registry)
+    if head is None:
+        return
+    for path in (".gitmodules", RECORDS_FILE):
+        text = _blob(registry, head, path)
+        if text is None:
+            continue
+        target = registry / path
+        try:
+            if target.read_text(encoding="utf-8") == text:
+                continue
+        except OSError:
+            pass
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".registry-ext.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    # an uninstalled subdataset is an empty directory, as DataLad leaves it
+    for path in _gitlinks(registry, head):
+        (registry / path).mkdir(parents=True, exist_ok=True)
+    # refresh the index to HEAD (mixed reset); the work tree keeps the rest
+    git(["reset", "--quiet", "--no-refresh"], cwd=registry, check=False)
+    git(["update-index", "-q", "--refresh"], cwd=registry, check=False)
+
+
+def _plumbing_env(index_file: str) -> dict:
+    from datalad_registry_ext.facts import _git_env
+    env = _git_env()
+    env["GIT_INDEX_FILE"] = index_file
+    return env
+
+
+def _format_gitmodules(modules: dict[str, dict]) -> str:
+    out = []
+    for name, props in modules.items():
+        out.append(f'[submodule "{_quote_subsection(name)}"]\n')
+        for key, value in props.items():
+            out.append(f"\t{key} = {_quote_value(value)}\n")
+    return "".join(out)
+
+
+def _quote_subsection(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _quote_value(value: str) -> str:
+    value = str(value)
+    if re.search(r'[\s#;"\\]', value) or value != value.strip():
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
