@@ -33,7 +33,6 @@ def register():
             "when no -d/--dataset is given. Default: a 'registry' dataset in "
             "the user data directory (platformdirs)."),
         type=EnsureStr(),
-        default_fn=_default_registry_path,
         scope="global",
     )
     register_config(
@@ -57,8 +56,3 @@ def register():
         default=10 * 1024 * 1024,
         scope="global",
     )
-
-
-def _default_registry_path():
-    from datalad_registry_ext.locations import default_registry_path
-    return str(default_registry_path())

@@ -74,6 +74,21 @@ def scrub(text: str, secrets=()) -> str:
     return re.sub(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1", text)
 
 
+def local_repository_problem(path: Path) -> str | None:
+    """Why a local directory cannot be registered, or None if it can."""
+    path = Path(path)
+    out = git(["rev-parse", "--is-bare-repository", "--show-toplevel"],
+              cwd=path, check=False).split()
+    if not out:
+        return f"{path} is not a git repository"
+    if out[0] == "true":
+        return None
+    if len(out) > 1 and Path(out[1]).resolve() != path.resolve():
+        return (f"{path} is not a git repository, but a directory inside "
+                f"the repository {out[1]}")
+    return None
+
+
 # -- the clone cache ----------------------------------------------------------------
 
 def clone_or_update(source: str, dest: Path) -> tuple[Path, bool]:

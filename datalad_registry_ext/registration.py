@@ -88,6 +88,9 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
     if not path.is_dir():
         raise InputError(f"{path} is a file, not a repository")
     path = Path(os.path.abspath(path))
+    problem = facts_mod.local_repository_problem(path)
+    if problem:
+        raise InputError(problem)
     return Candidate(item, str(path), _trim(str(path)))
 
 

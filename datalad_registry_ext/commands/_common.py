@@ -22,7 +22,12 @@ def registry_location(dataset) -> Path:
         return Path(getattr(dataset, "path", dataset)).absolute()
     from datalad import cfg
     from datalad_registry_ext import config
-    return Path(cfg.obtain(config.DATASET)).expanduser().absolute()
+    from datalad_registry_ext.locations import default_registry_path
+    # no registered default: the user data dir can change (XDG_DATA_HOME)
+    configured = cfg.get(config.DATASET)
+    if configured:
+        return Path(configured).expanduser().absolute()
+    return default_registry_path()
 
 
 def human_size(n) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from datalad.distribution.dataset import datasetmethod
@@ -91,7 +92,9 @@ class RegistrySubmit(Interface):
         location = registry_location(dataset)
         common = dict(action=ACTION, logger=lgr, refds=str(location))
 
-        items = list(urls or [])
+        if isinstance(urls, (str, os.PathLike)):
+            urls = [urls]
+        items = [os.fspath(u) for u in urls or []]
         if from_file:
             try:
                 listed, skipped = read_url_list(Path(from_file).expanduser())
