@@ -11,6 +11,7 @@ credentials scrubbed from it.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -57,6 +58,40 @@ def git(args, cwd=None, *, check=True, secrets=(), input=None,
         msg = proc.stderr.strip() or proc.stdout.strip() or (
             f"git {args[0]} exited with {proc.returncode}")
         raise RepositoryError(scrub(_last_lines(msg), secrets))
+    return proc.stdout
+
+
+@functools.lru_cache(maxsize=1)
+def _annex_program() -> list[str]:
+    """How to run git-annex: the binary itself when we can find it.
+
+    The PyPI ``git-annex`` wheel runs the binary through a Python wrapper
+    script (and pyenv adds a shell shim): ~80 ms per call that the binary
+    alone does not need.
+    """
+    try:
+        import git_annex
+        binary = Path(git_annex.__file__).with_name("git-annex")
+        if os.access(binary, os.X_OK):
+            return [str(binary)]
+    except ImportError:
+        pass
+    return ["git", "annex"]
+
+
+def annex(args, cwd, *, check=True) -> str:
+    """Run a git-annex command in ``cwd``."""
+    program = _annex_program()
+    if program[0] == "git":
+        return git(["annex", *args], cwd=cwd, check=check)
+    try:
+        proc = subprocess.run([*program, *args], cwd=cwd, capture_output=True,
+                              text=True, env=_git_env())
+    except OSError as e:
+        raise RepositoryError(f"cannot run git-annex: {e}") from e
+    if check and proc.returncode != 0:
+        raise RepositoryError(_last_lines(proc.stderr.strip()) or
+                              f"git-annex {args[0]} exited with {proc.returncode}")
     return proc.stdout
 
 
@@ -152,7 +187,7 @@ def _update(source: str, clone: Path) -> None:
     git(["merge", "--quiet", "--ff-only", f"{REMOTE}/{remote_head}"], cwd=clone)
     if _has_annex_branch(clone):
         _init_annex(clone)
-        git(["annex", "merge", "--quiet"], cwd=clone, check=False)
+        annex(["merge", "--quiet"], cwd=clone, check=False)
 
 
 def _remote_head_branch(clone: Path) -> str | None:
@@ -178,7 +213,7 @@ def _init_annex(clone: Path) -> None:
     if git(["config", "--get", "annex.uuid"], cwd=clone, check=False).strip():
         return
     git(["config", "annex.private", "true"], cwd=clone)
-    git(["annex", "init", "--quiet", "registry-ext clone cache"], cwd=clone)
+    annex(["init", "--quiet", "registry-ext clone cache"], cwd=clone)
 
 
 # -- facts ------------------------------------------------------------------------------
@@ -254,8 +289,10 @@ def _git_objects_kb(clone: Path) -> int:
 
 
 def _annex_facts(clone: Path) -> dict:
-    remote_info = _annex_json(clone, ["info", "--json", REMOTE])
-    wt_info = _annex_json(clone, ["info", "--bytes", "--json", "."])
+    # one call for both: what the remote has, and what HEAD's tree holds
+    infos = _annex_json(clone, ["info", "--bytes", "--json", REMOTE, "."])
+    remote_info = infos.get(f"info {REMOTE}", {})
+    wt_info = infos.get("info .", {})
     annex_uuid = git(["config", "--get", f"remote.{REMOTE}.annex-uuid"],
                      cwd=clone, check=False).strip() or None
     if annex_uuid:
@@ -282,13 +319,16 @@ def _annex_facts(clone: Path) -> dict:
 
 
 def _annex_json(clone: Path, args) -> dict:
-    out = git(["annex", *args], cwd=clone, check=False)
+    """``{command: record}`` of git-annex's JSON lines."""
+    out = annex(args, cwd=clone, check=False)
+    records = {}
     for line in out.splitlines():
         try:
-            return json.loads(line)
+            rec = json.loads(line)
         except ValueError:
             continue
-    return {}
+        records[rec.get("command", "")] = rec
+    return records
 
 
 # -- subdatasets -------------------------------------------------------------------------
