@@ -4,7 +4,8 @@ Layout, one directory per registry (see :mod:`locations`)::
 
     <user cache dir>/index/<registry key>/
         local.json          the registry's own records (TinyDB)
-        local.json.lock     the file lock that serialises writers
+        local.json.lock     the file lock that serialises its writers
+        sources/<name>-<hash>.json   records synced from one source
 
 Each source of records (the registry itself, later every synced remote
 registry) has a database file of its own, so that writing one source never
@@ -214,3 +215,20 @@ def local_index(registry_path) -> Index:
     """The index of a registry's own records."""
     from datalad_registry_ext.locations import index_dir
     return Index(index_dir(registry_path) / "local.json")
+
+
+def source_index(registry_path, source: str) -> Index:
+    """The index of the records synced from one source (file or URL)."""
+    import hashlib
+    import re
+    from datalad_registry_ext.locations import index_dir
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.rstrip("/").rsplit("/", 1)[-1])
+    digest = hashlib.sha256(source.encode()).hexdigest()[:10]
+    return Index(index_dir(registry_path) / "sources" / f"{stem[:40]}-{digest}.json")
+
+
+def all_indexes(registry_path) -> list[Index]:
+    """The registry's own index first, then every synced source's."""
+    from datalad_registry_ext.locations import index_dir
+    sources = sorted((index_dir(registry_path) / "sources").glob("*.json"))
+    return [local_index(registry_path), *(Index(p) for p in sources)]

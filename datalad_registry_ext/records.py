@@ -190,3 +190,51 @@ def _safe_segment(segment: str) -> str:
     segment = re.sub(r"[^A-Za-z0-9_.+-]+", "_", segment)
     # a leading dot would hide the entry (and '.git' is git's own)
     return segment.lstrip(".") or "_"
+
+
+# -- records from elsewhere ---------------------------------------------------------
+
+_INT_FIELDS = ("annex_key_count", "annexed_files_in_wt_count",
+               "annexed_files_in_wt_size", "git_objects_kb")
+_STR_FIELDS = ("ds_id", "annex_uuid", "head", "head_describe", "head_dt",
+               "last_update_dt", "last_chk_dt")
+
+
+def normalize_record(obj, source: str) -> dict:
+    """Validate a record read from elsewhere; return it in our shape.
+
+    Unknown extra fields (such as upstream's ``id``) are kept. Raises
+    ValueError with a message that names the offending field.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    url = obj.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("the record has no 'url'")
+    for f in _INT_FIELDS:
+        v = obj.get(f)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"'{f}' must be an integer or null, not {v!r}")
+    for f in _STR_FIELDS:
+        v = obj.get(f)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"'{f}' must be a string or null, not {v!r}")
+    metadata = obj.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("extractor_name"), str)
+                for m in metadata):
+            raise ValueError("'metadata' must be a list of records with an "
+                             "'extractor_name'")
+    for f, kind in (("branches", dict), ("tags", list), ("subdatasets", list)):
+        v = obj.get(f)
+        if v is not None and not isinstance(v, kind):
+            raise ValueError(f"'{f}' must be a JSON {kind.__name__}")
+    rec = new_record(strip_credentials(url))
+    rec.update({k: v for k, v in obj.items() if k != "url"})
+    rec["metadata"] = rec.get("metadata") or []
+    rec["subdatasets"] = rec.get("subdatasets") or []
+    rec["extraction_failures"] = rec.get("extraction_failures") or {}
+    rec["processed"] = bool(rec.get("processed"))
+    rec["source"] = source
+    return rec

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from datalad.api import create
 
+# the shared benchmark data lives beside the checkout (../shared/bench)
+BENCH_DIR = Path(__file__).resolve().parents[2] / "shared" / "bench"
+
 
 def run(*args, cwd=None, check=True) -> str:
     return subprocess.run(args, cwd=cwd, check=check, capture_output=True,

@@ -1,0 +1,143 @@
+"""registry-sync: JSON Lines import and rebuilding the registry's own records."""
+import gzip
+import json
+import subprocess
+
+import pytest
+from datalad.api import registry_submit, registry_sync
+
+from datalad_registry_ext.index import all_indexes, local_index, source_index
+from datalad_registry_ext.sources import export_jsonl, read_jsonl
+
+from .fixtures import BENCH_DIR, make_git_repo
+
+BENCH_1K = str(BENCH_DIR / "registry-1k.jsonl.gz")
+
+
+def sync(*args, **kw):
+    kw.setdefault("result_renderer", "disabled")
+    kw.setdefault("on_failure", "ignore")
+    kw.setdefault("return_type", "list")
+    return registry_sync(*args, **kw)
+
+
+def records_of(registry, source):
+    return {r["url"]: r for r in source_index(registry, str(source)).records()}
+
+
+def _line(url, **kw):
+    return json.dumps({"url": url, "processed": True, "metadata": [], **kw})
+
+
+def test_import_replaces_that_source_only(tmp_path):
+    registry = tmp_path / "reg"
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    a.write_text("\n".join([_line("https://x/1"), _line("https://x/2")]) + "\n")
+    b.write_bytes(gzip.compress((_line("https://y/1") + "\n").encode()))
+    res = sync(str(a), dataset=registry)
+    assert res[-1]["status"] == "ok" and res[-1]["added"] == 2
+    res = sync(str(b), dataset=registry)
+    assert res[-1]["imported"] == 1
+    assert set(records_of(registry, a)) == {"https://x/1", "https://x/2"}
+    assert all(r["source"] == str(a) for r in records_of(registry, a).values())
+
+    # x/2 is gone from the file and from the index; x/3 is new; b untouched
+    a.write_text("\n".join([_line("https://x/1", annex_key_count=5),
+                            _line("https://x/3")]) + "\n")
+    res = sync(str(a), dataset=registry)
+    assert (res[-1]["added"], res[-1]["updated"], res[-1]["removed"]) == (1, 1, 1)
+    assert set(records_of(registry, a)) == {"https://x/1", "https://x/3"}
+    assert records_of(registry, a)["https://x/1"]["annex_key_count"] == 5
+    assert set(records_of(registry, b)) == {"https://y/1"}
+    assert len(all_indexes(registry)) == 3
+
+
+def test_bad_lines_are_reported_and_skipped(tmp_path):
+    registry = tmp_path / "reg"
+    src = tmp_path / "mixed.jsonl"
+    src.write_text("\n".join([
+        _line("https://ok/1"),
+        "{not json",
+        json.dumps({"no": "url"}),
+        _line("https://bad/1", annex_key_count="lots"),
+        json.dumps(["a", "list"]),
+        _line("https://bad/2", metadata={"not": "a list"}),
+        _line("https://user:secret@ok/2"),
+    ]) + "\n")
+    res = sync(str(src), dataset=registry)
+    errors = [r for r in res if r["status"] == "error"]
+    assert [r["line"] for r in errors] == [2, 3, 4, 5, 6]
+    assert "not valid JSON" in errors[0]["message"]
+    assert "no 'url'" in errors[1]["message"]
+    assert "'annex_key_count' must be an integer" in errors[2]["message"]
+    assert "line 6" in errors[4]["message"] and "'metadata'" in errors[4]["message"]
+    assert res[-1]["status"] == "ok" and res[-1]["skipped"] == 5
+    assert set(records_of(registry, src)) == {"https://ok/1", "https://ok/2"}
+
+
+def test_unreadable_or_truncated_source_changes_nothing(tmp_path):
+    registry = tmp_path / "reg"
+    src = tmp_path / "good.jsonl.gz"
+    src.write_bytes(gzip.compress((_line("https://x/1") + "\n").encode()))
+    sync(str(src), dataset=registry)
+    index = source_index(registry, str(src))
+    before = index.path.read_bytes()
+    data = gzip.compress(("\n".join(_line(f"https://x/{i}") for i in range(500))
+                          + "\n").encode())
+    src.write_bytes(data[: len(data) // 2])
+    res = sync(str(src), dataset=registry)
+    assert [r["status"] for r in res] == ["error"]
+    assert "truncated" in res[0]["message"] and "nothing was imported" in res[0]["message"]
+    assert index.path.read_bytes() == before
+    res = sync(str(tmp_path / "missing.jsonl"), dataset=registry)
+    assert res[0]["status"] == "error" and "cannot read" in res[0]["message"]
+    res = sync("https://registry.example.org/api/v2", dataset=registry)
+    assert res[0]["status"] == "impossible"
+
+
+def test_bench_file_imports_and_exports_round_trip(tmp_path):
+    registry = tmp_path / "reg"
+    res = sync(BENCH_1K, dataset=registry)
+    assert res[-1]["status"] == "ok" and res[-1]["imported"] == 1000
+    imported = sorted(source_index(registry, BENCH_1K).records(),
+                      key=lambda r: r["url"])
+    with gzip.open(BENCH_1K, "rt") as f:
+        originals = sorted((json.loads(line) for line in f),
+                           key=lambda r: r["url"])
+    # every upstream field survives unchanged
+    for orig, rec in zip(originals, imported):
+        assert {k: rec[k] for k in orig} == orig
+
+    out = tmp_path / "export.jsonl.gz"
+    assert export_jsonl(imported, out) == 1000
+    again, problems = read_jsonl(out, str(out))
+    assert problems == []
+    res = sync(str(out), dataset=registry)
+    assert res[-1]["imported"] == 1000
+    reimported = sorted(source_index(registry, str(out)).records(),
+                        key=lambda r: r["url"])
+    strip = lambda r: {k: v for k, v in r.items() if k != "source"}  # noqa: E731
+    assert [strip(r) for r in reimported] == [strip(r) for r in imported]
+
+
+def test_sync_without_source_rebuilds_own_records(tmp_path):
+    registry = tmp_path / "reg"
+    repo = make_git_repo(tmp_path / "repo")
+    registry_submit([str(repo)], dataset=str(registry), result_renderer="disabled")
+    before = local_index(registry).records()
+    local_index(registry).path.write_text("garbage")
+    res = sync(dataset=registry)
+    assert res[0]["status"] == "ok" and res[0]["records"] == 1
+    assert local_index(registry).records() == before
+    res = sync(dataset=tmp_path / "no-registry")
+    assert res[0]["status"] == "impossible"
+
+
+def test_cli(tmp_path):
+    src = tmp_path / "s.jsonl"
+    src.write_text(_line("https://x/1") + "\n{broken\n")
+    proc = subprocess.run(["datalad", "registry-sync", "-d", str(tmp_path / "r"),
+                           str(src)], capture_output=True, text=True)
+    assert proc.returncode == 1  # a line was bad
+    assert "line 2" in proc.stdout and "imported 1 records" in proc.stdout
+    assert "Traceback" not in proc.stderr
