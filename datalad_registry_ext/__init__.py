@@ -16,6 +16,8 @@ command_suite = (
          "registry-submit", "registry_submit"),
         ("datalad_registry_ext.commands.sync", "RegistrySync",
          "registry-sync", "registry_sync"),
+        ("datalad_registry_ext.commands.search", "RegistrySearch",
+         "registry-search", "registry_search"),
     ],
 )
 
