@@ -501,8 +501,10 @@ def extract_many(paths: Sequence, extractors, *, jobs: int = 1,
             pass
 
     def one(p):
-        return extract_dataset(p, names, previous=previous.get(p, ()),
-                               force=force)
+        prev = previous.get(p)
+        if prev is None:
+            prev = previous.get(str(p), ())
+        return extract_dataset(p, names, previous=prev, force=force)
 
     if jobs <= 1 or len(paths) <= 1:
         return [one(p) for p in paths]

@@ -114,6 +114,24 @@ def _read_from_git(ds_path: Path, relpath: str, ref: str, limit: int
     return blob.stdout
 
 
+def _inside_repository(target: Path, ds_path: Path) -> bool:
+    """Whether ``target`` (a real path) is in the work tree or git dir."""
+    def under(root) -> bool:
+        return target == root or root in target.parents
+
+    if under(Path(os.path.realpath(ds_path))):
+        return True
+    # annexed content of a repository whose git dir lives elsewhere
+    # (.git file, worktree): allow the git directory too
+    proc = _git(ds_path, "rev-parse", "--absolute-git-dir",
+                "--git-common-dir")
+    if proc.returncode:
+        return False
+    roots = [Path(ds_path, line) for line in proc.stdout.decode().split("\n")
+             if line.strip()]
+    return any(under(Path(os.path.realpath(r))) for r in roots)
+
+
 def read_bytes(ds_path, relpath: str, *, ref: str = "HEAD",
                limit: int | None = None) -> bytes:
     """The content of ``relpath`` (POSIX, relative to the dataset root).
@@ -129,17 +147,16 @@ def read_bytes(ds_path, relpath: str, *, ref: str = "HEAD",
     path = ds_path.joinpath(*rel.parts)
     if not os.path.lexists(path):
         return _read_from_git(ds_path, str(rel), ref or "HEAD", limit)
-    if path.is_symlink():
-        target = Path(os.path.realpath(path))
-        root = Path(os.path.realpath(ds_path))
-        if not target.exists():
-            if "annex/objects" in os.readlink(path):
-                raise _not_available(relpath)
-            raise MetadataFileError(f"{relpath} is a broken symlink")
-        if target != root and root not in target.parents:
-            raise MetadataFileError(
-                f"{relpath} is a symlink pointing outside the dataset; "
-                f"not read")
+    # any symlink on the way (the file or a directory) must stay inside the
+    # repository: a hostile dataset could point at ~/.ssh/...
+    target = Path(os.path.realpath(path))
+    if not target.exists():
+        if path.is_symlink() and "annex/objects" in os.readlink(path):
+            raise _not_available(relpath)
+        raise MetadataFileError(f"{relpath} is a broken symlink")
+    if not _inside_repository(target, ds_path):
+        raise MetadataFileError(
+            f"{relpath} is a symlink pointing outside the dataset; not read")
     if path.is_dir():
         raise MetadataFileError(f"{relpath} is a directory, not a file")
     try:
