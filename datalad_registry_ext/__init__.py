@@ -14,6 +14,8 @@ command_suite = (
     [
         ("datalad_registry_ext.commands.submit", "RegistrySubmit",
          "registry-submit", "registry_submit"),
+        ("datalad_registry_ext.commands.extract", "RegistryExtract",
+         "registry-extract", "registry_extract"),
         ("datalad_registry_ext.commands.sync", "RegistrySync",
          "registry-sync", "registry_sync"),
         ("datalad_registry_ext.commands.search", "RegistrySearch",

@@ -206,7 +206,8 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
             with index.transaction() as txn:
                 for rec in changed_records:
                     txn.put(rec)
-                txn.set_meta(registry_head=commit)
+                txn.set_meta(registry_head=commit,
+                             metadata_state=reg.metadata_state(registry))
         return outcomes
 
 
@@ -258,9 +259,11 @@ def reconcile_index(registry: Path, index: Index | None = None) -> bool:
     elsewhere, e.g. by a ``datalad update``).
     """
     index = index or local_index(registry)
-    head = reg.head_commit(registry)
+    state = {"registry_head": reg.head_commit(registry),
+             "metadata_state": reg.metadata_state(registry)}
     try:
-        if index.exists() and index.meta().get("registry_head") == head:
+        if index.exists() and all(index.meta().get(k) == v
+                                  for k, v in state.items()):
             return False
     except IndexCorrupt as e:
         # the registry's own records are derived data: heal, don't fail
@@ -272,9 +275,12 @@ def reconcile_index(registry: Path, index: Index | None = None) -> bool:
 def rebuild_index(registry: Path, index: Index | None = None) -> int:
     """Rewrite the index's own records from the registry superdataset.
 
-    The facts come from the registry's records file; metadata already in the
-    index for the same dataset version is kept. Returns the record count.
+    The facts come from the registry's records file, the metadata from its
+    aggregated metalad store; metadata that only the index had (of plain git
+    repositories, which metalad cannot store) is kept. Returns the record
+    count.
     """
+    from datalad_registry_ext.metadata import metadata_from_registry
     index = index or local_index(registry)
     with index.transaction(fresh=True) as txn:
         head = reg.head_commit(registry)
@@ -293,6 +299,10 @@ def rebuild_index(registry: Path, index: Index | None = None) -> int:
                 rec["metadata"] = old.get("metadata") or []
                 rec["extraction_failures"] = old.get("extraction_failures") or {}
             records.append(rec)
+        if head:
+            metadata_from_registry(
+                registry, {r["registry_path"]: r for r in records})
         txn.replace_all(records)
-        txn.set_meta(registry_head=head)
+        txn.set_meta(registry_head=head,
+                     metadata_state=reg.metadata_state(registry))
     return len(records)

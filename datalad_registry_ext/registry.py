@@ -78,6 +78,17 @@ def head_commit(registry: Path) -> str | None:
     return out or None
 
 
+def metadata_state(registry: Path) -> str:
+    """A fingerprint of the registry's metalad store (``refs/datalad/*``).
+
+    Aggregated metadata lives in refs, not commits: the index remembers this
+    fingerprint next to the HEAD it reflects.
+    """
+    out = git(["for-each-ref", "--format=%(objectname) %(refname)",
+               "refs/datalad/"], cwd=registry, check=False)
+    return hashlib.sha1(out.encode()).hexdigest()
+
+
 def registry_id(registry: Path) -> str | None:
     return git(["config", "-f", ".datalad/config", "--get",
                 "datalad.dataset.id"], cwd=registry, check=False).strip() or None

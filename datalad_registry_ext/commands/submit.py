@@ -64,6 +64,12 @@ class RegistrySubmit(Interface):
             metavar="N",
             doc="""how many repositories to clone and examine at once.""",
             constraints=EnsureInt() | EnsureNone()),
+        extract=Parameter(
+            args=("--no-extract",),
+            dest="extract",
+            action="store_false",
+            doc="""register only; do not extract metadata right after
+            registering (``registry-extract`` can do it later)."""),
     )
 
     _examples_ = [
@@ -84,7 +90,8 @@ class RegistrySubmit(Interface):
     @staticmethod
     @datasetmethod(name="registry_submit")
     @eval_results
-    def __call__(urls=None, *, dataset=None, from_file=None, jobs=None):
+    def __call__(urls=None, *, dataset=None, from_file=None, jobs=None,
+                 extract=True):
         from datalad_registry_ext import registration
         from datalad_registry_ext.registry import RegistryError, ensure_registry
         from datalad_registry_ext.url_lists import UrlListError, read_url_list
@@ -155,8 +162,11 @@ class RegistrySubmit(Interface):
             log_progress(lgr.info, pid, "Done registering",
                          noninteractive_level=5)
 
+        registered = []
         for o in outcomes:
             rec = o.get("record") or {}
+            if o["status"] in ("ok", "notneeded") and rec:
+                registered.append(rec)
             path = registry / rec["registry_path"] if rec.get(
                 "registry_path") else registry
             yield get_status_dict(
@@ -168,9 +178,26 @@ class RegistrySubmit(Interface):
                 change=o.get("change"), changed=o.get("changed"),
                 record=rec or None, **common)
 
+        if extract and registered:
+            # as DataLad-Registry's pipeline: extraction follows registration
+            from datalad_registry_ext.commands.extract import run_extraction
+            from datalad_registry_ext.index import local_index
+            from datalad_registry_ext.metadata import configured_extractors
+            current = {r["url"]: r for r in local_index(registry).records()}
+            records = [current.get(r["url"], r) for r in registered]
+            yield from run_extraction(
+                registry, records, configured_extractors(), force=False,
+                jobs=jobs or 1, common=dict(common, action="registry_extract"))
+
     @staticmethod
     def custom_result_renderer(res, **kwargs):
         from datalad.ui import ui
+        if res.get("action") == "registry_extract":
+            from datalad_registry_ext.commands.extract import (
+                render_extract_result,
+            )
+            render_extract_result(res)
+            return
         if res.get("action") != ACTION:
             from datalad.interface.utils import generic_result_renderer
             generic_result_renderer(res)
@@ -194,13 +221,19 @@ class RegistrySubmit(Interface):
 
     @staticmethod
     def custom_result_summary_renderer(results):
-        from collections import Counter
-        from datalad.ui import ui
-        mine = [r for r in results if r.get("action") == ACTION]
-        if len(mine) < 2:
-            return
-        counts = Counter(r["status"] for r in mine)
-        parts = [f"{counts[s]} {word}" for s, word in (
-            ("ok", "registered or updated"), ("notneeded", "unchanged"),
-            ("impossible", "impossible"), ("error", "failed")) if counts[s]]
-        ui.message("registry-submit: " + ", ".join(parts))
+        from datalad_registry_ext.commands.extract import summarize_extraction
+        _summarize_submit(results)
+        summarize_extraction(results)
+
+
+def _summarize_submit(results):
+    from collections import Counter
+    from datalad.ui import ui
+    mine = [r for r in results if r.get("action") == ACTION]
+    if len(mine) < 2:
+        return
+    counts = Counter(r["status"] for r in mine)
+    parts = [f"{counts[s]} {word}" for s, word in (
+        ("ok", "registered or updated"), ("notneeded", "unchanged"),
+        ("impossible", "impossible"), ("error", "failed")) if counts[s]]
+    ui.message("registry-submit: " + ", ".join(parts))

@@ -102,12 +102,12 @@ def jsonb_ordered(obj):
 
 def jsonb_text(obj) -> str:
     """``obj`` rendered as PostgreSQL renders a jsonb value as text."""
-    return json.dumps(jsonb_ordered(obj), ensure_ascii=False)
+    return json.dumps(jsonb_ordered(obj), ensure_ascii=False, default=str)
 
 
 def json_text(obj) -> str:
     """``obj`` rendered as ``json.dumps`` does (insertion order)."""
-    return json.dumps(obj, ensure_ascii=False)
+    return json.dumps(obj, ensure_ascii=False, default=str)
 
 
 def leaf_text(value) -> str:

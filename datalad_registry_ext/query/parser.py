@@ -291,9 +291,6 @@ _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _lark = None
 _lark_lock = threading.Lock()
 
-_NAME_OPS = {">=", "<=", ">", "<", "=", "~", "?"}
-
-
 def _field_term(ref, op_tok, value_tok):
     name_tok, extractors, path = ref
     name = str(name_tok)
@@ -351,8 +348,8 @@ def _field_term(ref, op_tok, value_tok):
         except (re.error, OverflowError, RecursionError) as e:
             pos = vpos + (1 if value_tok.type == "STRING" else 0)
             epos = getattr(e, "pos", None)
-            if isinstance(epos, int) and value_tok.type != "STRING":
-                pos = vpos + epos
+            if isinstance(epos, int) and '\\"' not in raw:
+                pos += epos  # else unescaping shifted the offsets
             raise _Fail(f"invalid regular expression: {e}", pos,
                         "expected a Python regular expression")
     return Term(value=value, field=name, op=op, extractors=extractors,
@@ -533,6 +530,28 @@ def _syntax_fail(text, exc) -> _Fail:
     return _Fail(f"unexpected {shown}", pos, _describe_expected(expected))
 
 
+#: How deeply NOT and parentheses may nest (evaluation recurses).
+MAX_DEPTH = 100
+
+
+def _check_depth(tree):
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            pos = 0
+            while not isinstance(node, Term):
+                node = node.item if isinstance(node, Not) else node.items[0]
+            pos = node.position
+            raise _Fail("query nested too deeply", pos,
+                        f"expected at most {MAX_DEPTH} levels of NOT and "
+                        "parentheses")
+        if isinstance(node, Not):
+            stack.append((node.item, depth + 1))
+        elif isinstance(node, (And, Or)):
+            stack.extend((x, depth + 1) for x in node.items)
+
+
 # -- entry point ----------------------------------------------------------------------------------
 
 def parse(text: str):
@@ -555,7 +574,9 @@ def _parse_cached(text: str):
         if not text.strip():
             return MatchAll()
         try:
-            return _parser().parse(text)
+            tree = _parser().parse(text)
+            _check_depth(tree)
+            return tree
         except VisitError as e:  # pragma: no cover - depends on lark mode
             if isinstance(e.orig_exc, _Fail):
                 raise e.orig_exc

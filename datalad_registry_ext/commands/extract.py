@@ -1,0 +1,186 @@
+"""registry-extract: extract and aggregate metadata of registered datasets."""
+from __future__ import annotations
+
+import logging
+import os
+
+from datalad.distribution.dataset import datasetmethod
+from datalad.interface.base import Interface, build_doc, eval_results
+from datalad.interface.results import get_status_dict
+from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
+from datalad.support.param import Parameter
+
+from datalad_registry_ext.commands._common import dataset_param, registry_location
+
+lgr = logging.getLogger("datalad.registry_ext.extract")
+
+ACTION = "registry_extract"
+
+
+@build_doc
+class RegistryExtract(Interface):
+    """Extract metadata of registered datasets and aggregate it in the registry
+
+    Each configured extractor runs on the dataset's clone in the clone
+    cache, if the file it needs is there (``dataset_description.json`` for
+    ``bids_dataset``, ``datacite.yml`` for ``datacite_gin``, ...). What it
+    produces is stored in the dataset's index record, where
+    ``registry-search`` finds it (``metadata[bids_dataset]:...``), and in
+    the registry superdataset as aggregated metalad metadata at the
+    dataset's path, so ``datalad meta-dump -d REGISTRY -r`` shows it and a
+    clone of the registry carries it.
+
+    The default extractors (configuration item
+    ``datalad.registry.extractors``) are DataLad-Registry's five --
+    ``metalad_core``, ``metalad_studyminimeta``, ``datacite_gin``,
+    ``bids_dataset``, ``dandi`` -- plus ``datalad_rfc822``
+    (``.datalad/meta.rfc822``) and ``frictionless_datapackage``
+    (``datapackage.json``). Metadata already extracted for a dataset's
+    current HEAD is not extracted again unless ``--force`` is given. A
+    failing extractor never stops the others; its failure is recorded on the
+    index record (``extraction_failures``) and nothing extracted before is
+    lost.
+    """
+
+    _params_ = dict(
+        dataset=dataset_param,
+        datasets=Parameter(
+            args=("datasets",),
+            metavar="DATASET",
+            nargs="*",
+            doc="""registered datasets to extract metadata from: a registered
+            URL, a local path, or a DataLad dataset id (every registered URL
+            with that id). Default: every registered dataset whose metadata
+            is missing or older than its current HEAD.""",
+            constraints=EnsureStr() | EnsureNone()),
+        extractor=Parameter(
+            args=("-e", "--extractor"),
+            metavar="NAME",
+            action="append",
+            doc="""run this extractor (repeat the option for several)
+            instead of those configured in ``datalad.registry.extractors``.""",
+            constraints=EnsureStr() | EnsureNone()),
+        force=Parameter(
+            args=("--force",),
+            action="store_true",
+            doc="""extract again even if metadata for the current HEAD is
+            there already."""),
+        jobs=Parameter(
+            args=("-J", "--jobs"),
+            metavar="N",
+            doc="""how many datasets to work on at once.""",
+            constraints=EnsureInt() | EnsureNone()),
+    )
+
+    _examples_ = [
+        dict(text="Extract metadata of every dataset that needs it",
+             code_py="registry_extract()",
+             code_cmd="datalad registry-extract"),
+        dict(text="Run only the BIDS extractor on one dataset, again",
+             code_py="registry_extract(['https://github.com/OpenNeuroDatasets/"
+                     "ds000001'], extractor=['bids_dataset'], force=True)",
+             code_cmd="datalad registry-extract -e bids_dataset --force "
+                      "https://github.com/OpenNeuroDatasets/ds000001"),
+        dict(text="Show the aggregated metadata of the whole registry",
+             code_cmd="datalad meta-dump -d REGISTRY -r"),
+    ]
+
+    @staticmethod
+    @datasetmethod(name="registry_extract")
+    @eval_results
+    def __call__(datasets=None, *, dataset=None, extractor=None, force=False,
+                 jobs=None):
+        from datalad_registry_ext import metadata
+        from datalad_registry_ext.registry import is_registry
+
+        location = registry_location(dataset)
+        common = dict(action=ACTION, logger=lgr, refds=str(location))
+        if not is_registry(location):
+            yield get_status_dict(
+                status="impossible", path=str(location), type="dataset",
+                message=f"there is no registry at {location} "
+                        "(registry-submit creates one)", **common)
+            return
+        if isinstance(datasets, (str, os.PathLike)):
+            datasets = [datasets]
+        datasets = [os.fspath(d) for d in datasets or []]
+        records, problems = metadata.select_records(location, datasets)
+        for arg, problem in problems:
+            yield get_status_dict(status="impossible", path=str(location),
+                                  type="dataset", url=arg, message=problem,
+                                  **common)
+        if not records:
+            if not datasets:
+                yield get_status_dict(
+                    status="notneeded", path=str(location), type="dataset",
+                    message="all registered datasets have metadata for their "
+                            "current HEAD", **common)
+            return
+        extractors = extractor or metadata.configured_extractors()
+        yield from run_extraction(location, records, extractors, force=force,
+                                  jobs=jobs or 1, common=common)
+
+    @staticmethod
+    def custom_result_renderer(res, **kwargs):
+        render_extract_result(res)
+
+    @staticmethod
+    def custom_result_summary_renderer(results):
+        summarize_extraction(results)
+
+
+def run_extraction(location, records, extractors, *, force, jobs, common):
+    """Yield result records of extracting ``records`` (shared with submit)."""
+    from datalad.log import log_progress
+    from datalad_registry_ext import metadata
+
+    pid = f"registry-extract-{id(records)}"
+    log_progress(lgr.info, pid, "Extracting metadata of %d datasets",
+                 len(records), label="Extracting", unit=" datasets",
+                 total=len(records), noninteractive_level=5)
+
+    def progress(done, total):
+        log_progress(lgr.info, pid, "Extracted %d of %d", done, total,
+                     update=done, total=total, noninteractive_level=5)
+
+    try:
+        for o in metadata.extract(location, records, extractors, force=force,
+                                  jobs=jobs, progress=progress):
+            path = location / o["registry_path"] if o.get("registry_path") \
+                else location
+            yield get_status_dict(
+                status=o["status"], path=str(path), type="dataset",
+                url=o.get("url"), extractor=o.get("extractor"),
+                registry_path=o.get("registry_path"),
+                metadata=o.get("metadata"), message=o["message"],
+                **dict(common, action=ACTION))
+    finally:
+        log_progress(lgr.info, pid, "Done extracting", noninteractive_level=5)
+
+
+def render_extract_result(res):
+    from datalad.ui import ui
+    if res.get("action") != ACTION:
+        from datalad.interface.utils import generic_result_renderer
+        generic_result_renderer(res)
+        return
+    if res["status"] == "notneeded" and res.get("extractor"):
+        return  # the summary counts them
+    if res["status"] == "ok" and res.get("extractor"):
+        ui.message(f"{'extracted':<10} {res['extractor']:<24} {res.get('url')}")
+    else:
+        ui.message(f"{res['status']:<10} {res.get('message')}")
+
+
+def summarize_extraction(results):
+    from collections import Counter
+    from datalad.ui import ui
+    mine = [r for r in results if r.get("action") == ACTION
+            and r.get("extractor")]
+    if not mine:
+        return
+    counts = Counter(r["status"] for r in mine)
+    parts = [f"{counts[s]} {w}" for s, w in (
+        ("ok", "extracted"), ("notneeded", "not needed"),
+        ("impossible", "impossible"), ("error", "failed")) if counts[s]]
+    ui.message("metadata: " + ", ".join(parts))

@@ -1,0 +1,252 @@
+"""Metadata of registered datasets: run the extractors, store the results.
+
+:func:`extract` is what ``registry-extract`` (and ``registry-submit``, right
+after registering) runs. For the chosen records it runs the configured
+extractors on their clones in the clone cache (:mod:`extraction`) and stores
+what they produced twice, consistently:
+
+- in the index record's ``metadata`` list (the latest entry per extractor)
+  and ``extraction_failures`` (``{extractor: {message, time, count}}``, the
+  count of consecutive failures; cleared by the next success);
+- in the registry superdataset as aggregated metalad metadata at the
+  dataset's subdataset path (:mod:`aggregate`), all in one batch.
+
+A failed extraction never removes what an earlier one produced.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from datalad_registry_ext import registry as reg
+from datalad_registry_ext.index import local_index
+from datalad_registry_ext.records import canonical_url, now_iso
+
+# the index entry of one extractor's metadata (upstream's URLMetadata + time)
+ENTRY_KEYS = ("extractor_name", "extractor_version", "extraction_parameter",
+              "extracted_metadata", "dataset_version", "dataset_describe",
+              "extraction_time")
+
+
+def configured_extractors() -> list[str]:
+    """``datalad.registry.extractors``: names separated by spaces or commas
+    (or the item given several times)."""
+    from datalad import cfg
+    from datalad_registry_ext import config
+    value = cfg.get(config.EXTRACTORS, get_all=True)
+    if value is None:
+        return list(config.DEFAULT_EXTRACTORS)
+    values = value if isinstance(value, tuple) else (value,)
+    names = []
+    for v in values:
+        names += [n for n in re.split(r"[\s,]+", str(v)) if n]
+    return list(dict.fromkeys(names))
+
+
+def select_records(registry: Path, datasets: list[str] | None
+                   ) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The registry's own records that DATASET arguments name.
+
+    Each argument is a registered URL, a local path, or a DataLad dataset id
+    (all records with that id). Without arguments: every record whose
+    metadata is missing or older than its current HEAD. Returns
+    ``(records, [(argument, problem), ...])``.
+    """
+    from datalad_registry_ext.registration import reconcile_index
+    reconcile_index(registry)
+    records = local_index(registry).records()
+    if not datasets:
+        return [r for r in records if _stale(r)], []
+    by_key = {canonical_url(r["url"]): r for r in records}
+    chosen, problems = {}, []
+    for arg in datasets:
+        found = []
+        if _is_uuid(arg):
+            found = [r for r in records if r.get("ds_id") == arg.lower()]
+        else:
+            key = canonical_url(arg)
+            if key not in by_key and Path(arg).expanduser().exists():
+                key = canonical_url(str(Path(arg).expanduser().absolute()))
+            if key in by_key:
+                found = [by_key[key]]
+        if not found:
+            problems.append((arg, f"{arg} is not registered in {registry} "
+                                  "(register it with registry-submit)"))
+        for r in found:
+            chosen[r["url"]] = r
+    return list(chosen.values()), problems
+
+
+def _stale(record: dict) -> bool:
+    entries = record.get("metadata") or []
+    return not entries or any(e.get("dataset_version") != record.get("head")
+                              for e in entries)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
+def extract(registry: Path, records: list[dict], extractors: list[str], *,
+            force: bool = False, jobs: int = 1,
+            progress: Callable[[int, int], None] | None = None
+            ) -> Iterator[dict]:
+    """Extract and store metadata; yield one outcome per (record, extractor).
+
+    An outcome is :func:`extraction.extract_dataset`'s, plus ``url`` and
+    ``registry_path``; its ``metadata`` is the stored index entry.
+    """
+    from datalad_registry_ext import extraction
+    from datalad_registry_ext.aggregate import add_aggregated
+    from datalad_registry_ext.facts import RepositoryError, clone_or_update
+    from datalad_registry_ext.registration import clone_location
+
+    registry = Path(registry)
+    clones, missing = {}, []
+    for rec in records:
+        path = clone_location(registry, canonical_url(rec["url"]))
+        if not (path / ".git").is_dir():
+            # e.g. the clone cache was cleaned, or the index came from a
+            # clone of the registry: clone again
+            try:
+                clone_or_update(rec["url"], path)
+            except RepositoryError as e:
+                missing.append((rec, str(e)))
+                continue
+        clones[rec["url"]] = path
+    for rec, problem in missing:
+        yield {"url": rec["url"], "registry_path": rec.get("registry_path"),
+               "extractor": None, "status": "error", "metadata": None,
+               "message": f"cannot extract metadata of {rec['url']}: its clone "
+                          f"is missing and cloning failed: {problem}"}
+    todo = [r for r in records if r["url"] in clones]
+    if not todo:
+        return
+    paths = [clones[r["url"]] for r in todo]
+    previous = {p: r.get("metadata") or [] for p, r in zip(paths, todo)}
+    results = []
+    # extract_many has no progress hook; run in chunks of `jobs` to report
+    step = max(1, jobs)
+    with _quiet_extractor_logs():
+        for i in range(0, len(paths), step):
+            results += extraction.extract_many(
+                paths[i:i + step], extractors, jobs=jobs, previous=previous,
+                force=force)
+            if progress:
+                progress(min(i + step, len(paths)), len(paths))
+
+    now = now_iso()
+    updated, to_aggregate, outcomes = [], [], []
+    for rec, per_extractor in zip(todo, results):
+        new = dict(rec)
+        entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
+        failures = dict(rec.get("extraction_failures") or {})
+        changed = False
+        clone = str(clones[rec["url"]])
+        for o in per_extractor:
+            o = dict(o, url=rec["url"], registry_path=rec.get("registry_path"))
+            # name the dataset as the user knows it, not by its clone
+            o["message"] = (o.get("message") or "").replace(clone, rec["url"])
+            name = o["extractor"]
+            if o["status"] == "ok" and o.get("metadata"):
+                entry = {k: o["metadata"].get(k) for k in ENTRY_KEYS}
+                entries[name] = entry
+                o["metadata"] = entry
+                failures.pop(name, None)
+                changed = True
+                if o.get("metalad_record") and rec.get("registry_path"):
+                    to_aggregate.append({"dataset_path": rec["registry_path"],
+                                         "record": o["metalad_record"]})
+            elif o["status"] in ("error", "impossible"):
+                count = (failures.get(name) or {}).get("count", 0) + 1
+                failures[name] = {"message": o["message"], "time": now,
+                                  "count": count}
+                changed = True
+            o.pop("metalad_record", None)
+            outcomes.append(o)
+        if changed:
+            new["metadata"] = sorted(entries.values(),
+                                     key=lambda e: e["extractor_name"])
+            new["extraction_failures"] = failures
+            updated.append(new)
+
+    with reg.locked(registry):
+        if to_aggregate:
+            for res in add_aggregated(registry, to_aggregate):
+                if res["status"] != "ok":
+                    outcomes.append({
+                        "url": None, "registry_path": res["dataset_path"],
+                        "extractor": res.get("extractor_name"),
+                        "status": "error", "metadata": None,
+                        "message": f"cannot add {res.get('extractor_name')} "
+                                   f"metadata of {res['dataset_path']} to the "
+                                   f"registry: {res['message']}"})
+        if updated:
+            index = local_index(registry)
+            with index.transaction() as txn:
+                for new in updated:
+                    current = txn.get(new["url"]) or new
+                    current["metadata"] = new["metadata"]
+                    current["extraction_failures"] = new["extraction_failures"]
+                    txn.put(current)
+                txn.set_meta(metadata_state=reg.metadata_state(registry))
+    yield from outcomes
+
+
+@contextmanager
+def _quiet_extractor_logs():
+    """metalad's extractors report progress at INFO level on every dataset;
+    our own progress bar says the same, once."""
+    logger = logging.getLogger("datalad.metadata.extractors")
+    if logger.getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    old = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def metadata_from_registry(registry: Path, records: dict[str, dict]) -> None:
+    """Fill records' ``metadata`` from the registry's aggregated store.
+
+    ``records`` maps registry paths to records (changed in place). Entries
+    read from the store replace those of the same extractor; others stay.
+    """
+    from datetime import datetime, timezone
+    from datalad_registry_ext.aggregate import dump_aggregated
+    for item in dump_aggregated(registry):
+        rec = records.get(item["dataset_path"])
+        if rec is None:
+            continue
+        m = item["record"]
+        when = m.get("extraction_time")
+        try:
+            when = datetime.fromtimestamp(float(when), timezone.utc).replace(
+                microsecond=0).isoformat()
+        except (TypeError, ValueError):
+            pass
+        entry = {
+            "extractor_name": m.get("extractor_name"),
+            "extractor_version": m.get("extractor_version"),
+            "extraction_parameter": m.get("extraction_parameter") or {},
+            "extracted_metadata": m.get("extracted_metadata"),
+            "dataset_version": m.get("dataset_version"),
+            "dataset_describe": (rec.get("head_describe")
+                                 if m.get("dataset_version") == rec.get("head")
+                                 else None),
+            "extraction_time": when,
+        }
+        entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
+        entries[entry["extractor_name"]] = entry
+        rec["metadata"] = sorted(entries.values(),
+                                 key=lambda e: e["extractor_name"])
