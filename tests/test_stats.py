@@ -1,0 +1,180 @@
+"""Collection statistics in DataLad-Registry's collection_stats shape."""
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from datalad_registry_ext.stats import collection_stats
+
+BENCH_1K = Path("/work/shared/bench/registry-1k.jsonl.gz")
+ANNEX = {"main": {"hexsha": "a"}, "git-annex": {"hexsha": "b"}}
+PLAIN = {"main": {"hexsha": "a"}}
+
+
+def rec(url, ds_id=None, size=None, count=None, branches=ANNEX):
+    return {"url": url, "ds_id": ds_id, "annexed_files_in_wt_size": size,
+            "annexed_files_in_wt_count": count, "branches": branches}
+
+
+def test_empty_collection():
+    assert collection_stats([]) == {
+        "datalad_ds_stats": {"unique_ds_stats": {"ds_count": 0},
+                             "stats": {"ds_count": 0}},
+        "pure_annex_ds_stats": {"ds_count": 0},
+        "non_annex_ds_stats": {"ds_count": 0},
+        "summary": {"unique_ds_count": 0, "ds_count": 0},
+    }
+
+
+def test_upstream_example_shape_and_numbers():
+    # the numbers of the example response in DataLad-Registry's docs
+    records = [
+        rec("u1", "id1", 500, 100), rec("u2", "id1", 400, 50),
+        rec("u3", "id2", 600, 150), rec("u4", "id2", 600, 170),
+        rec("u5", "id3", 301, 30), rec("u6", "id3", 0, 170),
+        rec("p1", None, 600, 100),
+        rec("n1", None, None, None, branches=PLAIN),
+        rec("x1", None, None, None, branches=None),
+    ]
+    assert collection_stats(records) == {
+        "datalad_ds_stats": {
+            "unique_ds_stats": {"ds_count": 3, "annexed_files_size": 1401,
+                                "annexed_file_count": 300},
+            "stats": {"ds_count": 6, "annexed_files_size": 2401,
+                      "annexed_file_count": 670},
+        },
+        "pure_annex_ds_stats": {"ds_count": 1, "annexed_files_size": 600,
+                                "annexed_file_count": 100},
+        "non_annex_ds_stats": {"ds_count": 1},
+        "summary": {"unique_ds_count": 3, "ds_count": 9},
+    }
+
+
+def test_null_sums_are_omitted():
+    stats = collection_stats([rec("a", "id", None, None),
+                              rec("b", None, None, None)])
+    assert stats["datalad_ds_stats"]["stats"] == {"ds_count": 1}
+    assert stats["datalad_ds_stats"]["unique_ds_stats"] == {"ds_count": 1}
+    assert stats["pure_annex_ds_stats"] == {"ds_count": 1}
+
+
+def test_size_without_count_keeps_only_size():
+    stats = collection_stats([rec("a", "id", 10, None)])
+    assert stats["datalad_ds_stats"]["stats"] == {"ds_count": 1,
+                                                  "annexed_files_size": 10}
+
+
+def test_zero_is_not_null():
+    stats = collection_stats([rec("a", "id", 0, 0)])
+    assert stats["datalad_ds_stats"]["stats"] == {
+        "ds_count": 1, "annexed_files_size": 0, "annexed_file_count": 0}
+
+
+def test_unique_picks_largest_size_then_largest_count():
+    stats = collection_stats([
+        rec("a", "id", 10, 1), rec("b", "id", 30, 2), rec("c", "id", 30, 5),
+        rec("d", "id", 20, 99),
+    ])
+    assert stats["datalad_ds_stats"]["unique_ds_stats"] == {
+        "ds_count": 1, "annexed_files_size": 30, "annexed_file_count": 5}
+
+
+def test_unique_prefers_any_size_over_null_size():
+    stats = collection_stats([rec("a", "id", None, 50), rec("b", "id", 5, 1)])
+    assert stats["datalad_ds_stats"]["unique_ds_stats"] == {
+        "ds_count": 1, "annexed_files_size": 5, "annexed_file_count": 1}
+
+
+def test_unique_without_sizes_takes_max_count():
+    stats = collection_stats([rec("a", "id", None, 3), rec("b", "id", None, 7),
+                              rec("c", "id", None, None)])
+    assert stats["datalad_ds_stats"]["unique_ds_stats"] == {
+        "ds_count": 1, "annexed_file_count": 7}
+
+
+def test_unique_count_null_loses_to_count_at_same_size():
+    stats = collection_stats([rec("a", "id", 5, None), rec("b", "id", 5, 2)])
+    assert stats["datalad_ds_stats"]["unique_ds_stats"]["annexed_file_count"] == 2
+
+
+def test_unique_is_computed_within_given_records_only():
+    everything = [rec("a", "id", None, 3), rec("b", "id", 100, 9)]
+    only_a = collection_stats(everything[:1])
+    # upstream would join in "b" (outside the filter); we must not
+    assert only_a["datalad_ds_stats"]["unique_ds_stats"] == {
+        "ds_count": 1, "annexed_file_count": 3}
+
+
+def test_summary_counts_distinct_ds_ids_and_all_records():
+    stats = collection_stats([rec("a", "x"), rec("b", "x"), rec("c", "y"),
+                              rec("d"), rec("e", branches=None)])
+    assert stats["summary"] == {"unique_ds_count": 2, "ds_count": 5}
+
+
+def test_pure_annex_requires_annex_branch_and_no_ds_id():
+    stats = collection_stats([rec("a", None, 1, 1), rec("b", "id", 2, 2),
+                              rec("c", None, 4, 4, branches=PLAIN)])
+    assert stats["pure_annex_ds_stats"] == {
+        "ds_count": 1, "annexed_files_size": 1, "annexed_file_count": 1}
+
+
+def test_non_annex_includes_datalad_datasets_without_annex():
+    # categories overlap as upstream: a DataLad dataset without git-annex
+    # counts as DataLad dataset and as non-annex repository
+    stats = collection_stats([rec("a", "id", None, None, branches=PLAIN)])
+    assert stats["datalad_ds_stats"]["stats"]["ds_count"] == 1
+    assert stats["non_annex_ds_stats"] == {"ds_count": 1}
+
+
+def test_null_branches_count_only_in_summary():
+    stats = collection_stats([rec("a", None, 5, 5, branches=None)])
+    assert stats["pure_annex_ds_stats"] == {"ds_count": 0}
+    assert stats["non_annex_ds_stats"] == {"ds_count": 0}
+    assert stats["summary"] == {"unique_ds_count": 0, "ds_count": 1}
+
+
+def test_missing_keys_are_nulls():
+    stats = collection_stats([{"url": "a"}])
+    assert stats["summary"] == {"unique_ds_count": 0, "ds_count": 1}
+    assert stats["non_annex_ds_stats"] == {"ds_count": 0}
+
+
+def test_empty_branches_is_non_annex():
+    stats = collection_stats([rec("a", branches={})])
+    assert stats["non_annex_ds_stats"] == {"ds_count": 1}
+
+
+def test_branches_as_list_of_names():
+    stats = collection_stats([rec("a", branches=["master", "git-annex"]),
+                              rec("b", branches=["master"])])
+    assert stats["pure_annex_ds_stats"]["ds_count"] == 1
+    assert stats["non_annex_ds_stats"] == {"ds_count": 1}
+
+
+def test_accepts_any_iterable():
+    stats = collection_stats(rec(f"u{i}", f"id{i}", 1, 1) for i in range(3))
+    assert stats["summary"] == {"unique_ds_count": 3, "ds_count": 3}
+
+
+def test_stats_over_real_records():
+    if not BENCH_1K.exists():
+        pytest.skip("bench data not available")
+    with gzip.open(BENCH_1K, "rt", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    stats = collection_stats(records)
+    with_id = [r for r in records if r.get("ds_id") is not None]
+    assert stats["summary"]["ds_count"] == len(records)
+    assert stats["datalad_ds_stats"]["stats"]["ds_count"] == len(with_id)
+    assert stats["datalad_ds_stats"]["stats"].get("annexed_files_size") == sum(
+        r["annexed_files_in_wt_size"] for r in with_id
+        if r.get("annexed_files_in_wt_size") is not None)
+    assert stats["summary"]["unique_ds_count"] == len({r["ds_id"]
+                                                      for r in with_id})
+    pure = [r for r in records if r.get("ds_id") is None
+            and r.get("branches") is not None and "git-annex" in r["branches"]]
+    assert stats["pure_annex_ds_stats"]["ds_count"] == len(pure)
+    non_annex = [r for r in records if r.get("branches") is not None
+                 and "git-annex" not in r["branches"]]
+    assert stats["non_annex_ds_stats"]["ds_count"] == len(non_annex)
+    json.dumps(stats)  # plain JSON
