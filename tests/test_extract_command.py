@@ -183,12 +183,19 @@ def test_failed_reextraction_keeps_old_metadata_and_records_failure(
     assert failure["time"]
     res = call(registry_extract, [ds.path], dataset=str(registry), force=True)
     assert record(registry, ds.path)["extraction_failures"]["datacite_gin"]["count"] == 2
+    # a search shows which datasets have failing extraction
+    found = call(registry_search, 'extraction_failures:datacite_gin',
+                 dataset=str(registry))
+    assert [r["url"] for r in found] == [ds.path]
+    assert found[0]["extraction_failures"]["datacite_gin"]["count"] == 2
 
     (ds.pathobj / "datacite.yml").write_text("title: Fixed\n")
     ds.save(result_renderer="disabled")
     call(registry_submit, [ds.path], dataset=str(registry))
     rec = record(registry, ds.path)
     assert "datacite_gin" not in rec["extraction_failures"]
+    assert call(registry_search, 'extraction_failures:""',
+                dataset=str(registry)) == []
     entries = {m["extractor_name"]: m for m in rec["metadata"]}
     assert entries["datacite_gin"]["extracted_metadata"]["title"] == "Fixed"
 

@@ -40,7 +40,7 @@ import json
 from datetime import datetime, timezone
 
 STATE_FORMAT = "datalad-registry-ext/search-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 #: Separator of the parts of the bare-term text; never part of a query.
 SEP = "\x00"
@@ -62,13 +62,19 @@ DATE_FIELDS = ("last_update_dt", "head_dt")
 #: Fields over the record's ``subdatasets`` list.
 SUBDATASET_FIELDS = {"subds_id": "ds_id", "subds_url": "url"}
 
+#: Failed extractions ({extractor: {message, time, count}}), searched as JSON
+#: text; absent when there are none, so ``extraction_failures:""`` finds
+#: every record with a failing extractor.
+FAILURE_FIELD = "extraction_failures"
+
 KNOWN_FIELDS = (DEFAULT_FIELDS + ("annex_uuid", "source")
-                + tuple(SUBDATASET_FIELDS) + NUMBER_FIELDS + DATE_FIELDS)
+                + tuple(SUBDATASET_FIELDS) + NUMBER_FIELDS + DATE_FIELDS
+                + (FAILURE_FIELD,))
 COMPARABLE_FIELDS = NUMBER_FIELDS + DATE_FIELDS
 
 # Columns of state["text"]: every field but metadata (which is per extractor).
 _TEXT_COLUMNS = (TEXT_FIELDS + ("tags", "branches") + tuple(SUBDATASET_FIELDS)
-                 + NUMBER_FIELDS + DATE_FIELDS)
+                 + NUMBER_FIELDS + DATE_FIELDS + (FAILURE_FIELD,))
 
 
 # -- JSON rendering ------------------------------------------------------------
@@ -192,6 +198,9 @@ def record_texts(record: dict):
     if branches is not None:
         text["branches"] = _clean(branches if isinstance(branches, str)
                                   else jsonb_text(branches))
+    failures = get(FAILURE_FIELD)
+    if failures:
+        text[FAILURE_FIELD] = _clean(jsonb_text(failures))
     subds = get("subdatasets")
     if subds:
         for f, key in SUBDATASET_FIELDS.items():
