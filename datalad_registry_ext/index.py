@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,19 @@ FORMAT_VERSION = 1
 
 # waiting longer than this for another writer means something is stuck
 LOCK_TIMEOUT = 600
+
+
+# marshal's format is Python-version specific: a new Python rebuilds the cache
+_SEARCH_CACHE_FORMAT = f"registry-ext-search-1-py{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def light_record(record: dict) -> dict:
+    """A record without metadata content: ``extractors`` lists the names."""
+    light = {k: v for k, v in record.items() if k != "metadata"}
+    light["extractors"] = sorted({m.get("extractor_name") for m in
+                                  record.get("metadata") or []
+                                  if isinstance(m, dict)} - {None})
+    return light
 
 
 class IndexCorrupt(RuntimeError):
@@ -103,6 +117,71 @@ class Index:
 
     def records(self) -> list[dict]:
         return list(self.load().get(RECORDS_TABLE, {}).values())
+
+    # -- searching -------------------------------------------------------------
+    @property
+    def search_cache_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".search")
+
+    def _fingerprint(self):
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def searchable(self):
+        """``(SearchView, light records)`` of this index, fast.
+
+        The precomputed search state and the records without metadata
+        content are kept in a derived file next to the index
+        (``<index>.search``, Python's marshal format), valid as long as the
+        index file is unchanged; otherwise it is rebuilt from the index and
+        rewritten. Light records carry ``extractors`` (names) instead of
+        ``metadata``; :meth:`full_records` gives the complete ones.
+        """
+        from datalad_registry_ext.query import SearchView
+        fingerprint = self._fingerprint()
+        if fingerprint is None:
+            return SearchView([]), []
+        cached = self._read_search_cache(fingerprint)
+        if cached is not None:
+            return SearchView.from_state(cached["state"]), cached["light"]
+        records = self.records()
+        view = SearchView(records)
+        light = [light_record(r) for r in records]
+        # only cache what matches the file as it still is
+        if self._fingerprint() == fingerprint:
+            self._write_search_cache(fingerprint, view.to_state(), light)
+        return view, light
+
+    def _read_search_cache(self, fingerprint):
+        import marshal
+        try:
+            data = marshal.loads(self.search_cache_path.read_bytes())
+        except (OSError, EOFError, ValueError, TypeError):
+            return None
+        if not isinstance(data, dict) or data.get("format") != _SEARCH_CACHE_FORMAT \
+                or data.get("fingerprint") != fingerprint:
+            return None
+        return data
+
+    def _write_search_cache(self, fingerprint, state, light) -> None:
+        import marshal
+        payload = marshal.dumps({"format": _SEARCH_CACHE_FORMAT,
+                                 "fingerprint": fingerprint, "state": state,
+                                 "light": light})
+        target = self.search_cache_path
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".",
+                                       suffix=".tmp", dir=target.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, target)
+        except OSError:
+            # a cache we cannot write only costs time
+            if "tmp" in locals() and os.path.exists(tmp):
+                os.unlink(tmp)
 
     def meta(self) -> dict:
         return dict(self.load().get(META_TABLE, {}).get("1", {}))

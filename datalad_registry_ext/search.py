@@ -20,12 +20,12 @@ DATE_KEYS = ("last_update_dt",)
 @dataclass
 class SearchResult:
     total: int            # how many records match
-    page: list[dict]      # the ordered records within offset/limit
-    matching: list[dict]  # every matching record (for statistics)
+    page: list[dict]      # the ordered (light) records within offset/limit
+    matching: list[dict]  # every matching (light) record, for statistics
 
 
-def load_records(registry: Path) -> list[dict]:
-    """Every record the index holds for ``registry``: its own, then synced.
+def searchable_indexes(registry: Path):
+    """``[(index, SearchView, light records)]`` for every index of ``registry``.
 
     The registry's own records are first brought up to date with the
     registry superdataset (and rebuilt from it if their file is damaged). A
@@ -36,18 +36,44 @@ def load_records(registry: Path) -> list[dict]:
     if is_registry(registry):
         from datalad_registry_ext.registration import reconcile_index
         reconcile_index(registry)
-    records = []
+    out = []
     for index in all_indexes(registry):
         try:
-            records += index.records()
+            view, light = index.searchable()
         except IndexCorrupt as e:
-            if index.path == local_index(registry).path:
-                hint = f"rebuild it with: datalad registry-sync -d {registry}"
-            else:
-                hint = ("delete it and import the source again with: "
-                        f"datalad registry-sync -d {registry} SOURCE")
-            raise IndexCorrupt(f"{e}; {hint}") from e
+            raise IndexCorrupt(f"{e}; {_recovery_hint(registry, index)}") from e
+        out.append((index, view, light))
+    return out
+
+
+def _recovery_hint(registry: Path, index) -> str:
+    if index.path == local_index(registry).path:
+        return f"rebuild it with: datalad registry-sync -d {registry}"
+    return ("delete it and import the source again with: "
+            f"datalad registry-sync -d {registry} SOURCE")
+
+
+def load_records(registry: Path) -> list[dict]:
+    """Every full record the index holds for ``registry``."""
+    records = []
+    for index, _, _ in searchable_indexes(registry):
+        records += index.records()
     return records
+
+
+def full_records(registry: Path, light: list[dict]) -> list[dict]:
+    """The complete records (with metadata) of light records, same order."""
+    wanted = {(r.get("source"), r["url"]) for r in light}
+    found = {}
+    for index in all_indexes(registry):
+        try:
+            for rec in index.records():
+                key = (rec.get("source"), rec["url"])
+                if key in wanted:
+                    found[key] = rec
+        except IndexCorrupt as e:
+            raise IndexCorrupt(f"{e}; {_recovery_hint(registry, index)}") from e
+    return [found.get((r.get("source"), r["url"]), r) for r in light]
 
 
 def order_records(records: list[dict], key: str = "last_update_dt",
@@ -78,11 +104,16 @@ def order_records(records: list[dict], key: str = "last_update_dt",
 def search(registry: Path, query: str | None, *, order_by: str = "last_update_dt",
            order_dir: str = "desc", offset: int = 0,
            limit: int | None = None) -> SearchResult:
-    """Run ``query`` (the query language) over the registry's index."""
-    from datalad_registry_ext.query import SearchView
-    records = load_records(registry)
-    view = SearchView(records)
-    matching = [records[i] for i in view.search(query or "")]
+    """Run ``query`` (the query language) over the registry's index.
+
+    Returns light records (see :func:`index.light_record`); use
+    :func:`full_records` for their metadata.
+    """
+    from datalad_registry_ext.query import parse
+    parse(query or "")  # a bad query fails before anything is loaded
+    matching = []
+    for _, view, light in searchable_indexes(registry):
+        matching += [light[i] for i in view.search(query or "")]
     ordered = order_records(matching, order_by, order_dir)
     end = None if limit is None else offset + limit
     return SearchResult(total=len(matching), page=ordered[offset:end],

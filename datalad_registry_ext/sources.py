@@ -104,6 +104,8 @@ def import_jsonl(registry: Path, path: Path | str) -> ImportSummary:
         txn.replace_all(records)
         txn.set_meta(source=source, kind="jsonl", synced=now_iso(),
                      count=len(records))
+    # prepare the search cache now, so the first search is fast too
+    index.searchable()
     return summary
 
 

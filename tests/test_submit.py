@@ -20,10 +20,12 @@ from .fixtures import HTTPServer, annex_info, make_dataset, make_git_repo, run
 
 
 def submit(*urls, **kw):
+    """registry-submit's registration results (extraction is tested elsewhere)."""
     kw.setdefault("result_renderer", "disabled")
     kw.setdefault("on_failure", "ignore")
     kw.setdefault("return_type", "list")
-    return registry_submit(list(urls) or None, **kw)
+    return [r for r in registry_submit(list(urls) or None, **kw)
+            if r["action"] == "registry_submit"]
 
 
 @pytest.fixture(scope="session")
@@ -328,7 +330,8 @@ def test_credentials_are_never_stored(tmp_path, registry):
     assert not [ln for ln in logs if secret in ln]
     assert secret not in proc.stdout + bad.stdout
     assert "alice" not in proc.stdout + bad.stdout
-    res = json.loads(proc.stdout.splitlines()[-1])
+    (res,) = [json.loads(line) for line in proc.stdout.splitlines()
+              if json.loads(line)["action"] == "registry_submit"]
     assert res["status"] == "ok" and res["url"] == f"http://{host}/private.git"
     # not in the registry's files, history or index, nor the clone cache
     history = run("git", "log", "-p", "--all", cwd=registry)
@@ -404,7 +407,10 @@ def test_rebuild_index_from_registry_alone(repos, registry):
 def test_rebuild_from_a_clone_of_the_registry(repos, registry, tmp_path):
     submit(repos["ds1"], repos["plain"], dataset=registry)
     clone = tmp_path / "registry-clone"
-    run("git", "clone", "-q", str(registry), str(clone))
+    run("git", "clone", "-q", "-o", "origin", str(registry), str(clone))
+    # aggregated metadata travels in refs/datalad/*
+    run("git", "fetch", "-q", "origin", "refs/datalad/*:refs/datalad/*",
+        cwd=clone)
     assert registration.rebuild_index(clone) == 2
     mine = {r["url"]: r for r in local_index(registry).records()}
     theirs = {r["url"]: r for r in local_index(clone).records()}

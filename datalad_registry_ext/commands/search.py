@@ -161,11 +161,23 @@ class RegistrySearch(Interface):
                                   message=str(e), **common)
             return
 
+        if export or metadata:
+            from datalad_registry_ext.search import full_records
+            try:
+                page = full_records(location, found.page)
+            except IndexCorrupt as e:
+                yield get_status_dict(status="error", path=str(location),
+                                      type="dataset", query=query,
+                                      message=str(e), **common)
+                return
+        else:
+            page = found.page
+
         if export:
             from datalad_registry_ext.sources import export_jsonl
             target = Path(os.fspath(export)).expanduser().absolute()
             try:
-                n = export_jsonl(found.page, target)
+                n = export_jsonl(page, target)
             except OSError as e:
                 yield get_status_dict(
                     status="error", path=str(target), type="file",
@@ -178,7 +190,7 @@ class RegistrySearch(Interface):
                 **dict(common, action=EXPORT_ACTION))
             return
 
-        for rank, rec in enumerate(found.page, (offset or 0) + 1):
+        for rank, rec in enumerate(page, (offset or 0) + 1):
             fields = {k: rec.get(k) for k in RESULT_FIELDS}
             if metadata == "content":
                 fields["metadata"] = rec.get("metadata") or []
@@ -193,8 +205,8 @@ class RegistrySearch(Interface):
             yield get_status_dict(
                 status="ok", path=str(path), type="dataset", rank=rank,
                 total=found.total,
-                extractors=sorted({m.get("extractor_name") for m in
-                                   rec.get("metadata") or []}),
+                extractors=rec.get("extractors") or sorted(
+                    {m.get("extractor_name") for m in rec.get("metadata") or []}),
                 **fields, **common)
         if stats:
             from datalad_registry_ext.stats import collection_stats
