@@ -58,7 +58,9 @@ def median_time(fn, repeat):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="/work/shared/bench/registry-13k.jsonl.gz")
+    ap.add_argument("--data", default=str(
+        Path(__file__).resolve().parents[2] / "shared" / "bench"
+        / "registry-13k.jsonl.gz"))
     ap.add_argument("--repeat", type=int, default=15)
     args = ap.parse_args(argv)
 

@@ -13,7 +13,7 @@ from datalad_registry_ext.query import (
 )
 from datalad_registry_ext.query.fields import jsonb_text
 
-BENCH_1K = Path("/work/shared/bench/registry-1k.jsonl.gz")
+BENCH_1K = Path(__file__).resolve().parents[2] / "shared" / "bench" / "registry-1k.jsonl.gz"
 
 HEAD_A = "0123456789abcdef0123456789abcdef01234567"
 HEAD_B = "deadbeef" * 5

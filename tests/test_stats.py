@@ -7,7 +7,7 @@ import pytest
 
 from datalad_registry_ext.stats import collection_stats
 
-BENCH_1K = Path("/work/shared/bench/registry-1k.jsonl.gz")
+BENCH_1K = Path(__file__).resolve().parents[2] / "shared" / "bench" / "registry-1k.jsonl.gz"
 ANNEX = {"main": {"hexsha": "a"}, "git-annex": {"hexsha": "b"}}
 PLAIN = {"main": {"hexsha": "a"}}
 
