@@ -3,7 +3,6 @@ import gzip
 import json
 import subprocess
 
-import pytest
 from datalad.api import registry_submit, registry_sync
 
 from datalad_registry_ext.index import all_indexes, local_index, source_index

@@ -1,6 +1,7 @@
 """What every registry-* command shares: the -d parameter and its resolution."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from datalad.distribution.dataset import EnsureDataset
@@ -39,3 +40,25 @@ def human_size(n) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} PB"
+
+
+@contextmanager
+def progress_bar(logger, label: str, unit: str, total: int):
+    """A DataLad progress bar; yields ``update(done, total)``.
+
+    Shown in interactive sessions only (kept out of non-interactive logs).
+    """
+    from datalad.log import log_progress
+    pid = f"registry-{label}-{id(logger)}-{total}"
+    log_progress(logger.info, pid, "%s %d %s", label, total, unit.strip(),
+                 label=label, unit=unit, total=total, noninteractive_level=5)
+
+    def update(done, total):
+        log_progress(logger.info, pid, "%s: %d of %d", label, done, total,
+                     update=done, total=total, noninteractive_level=5)
+
+    try:
+        yield update
+    finally:
+        log_progress(logger.info, pid, "%s: done", label,
+                     noninteractive_level=5)

@@ -10,7 +10,11 @@ from datalad.interface.results import get_status_dict
 from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 
-from datalad_registry_ext.commands._common import dataset_param, registry_location
+from datalad_registry_ext.commands._common import (
+    dataset_param,
+    progress_bar,
+    registry_location,
+)
 
 lgr = logging.getLogger("datalad.registry_ext.extract")
 
@@ -131,19 +135,9 @@ class RegistryExtract(Interface):
 
 def run_extraction(location, records, extractors, *, force, jobs, common):
     """Yield result records of extracting ``records`` (shared with submit)."""
-    from datalad.log import log_progress
     from datalad_registry_ext import metadata
 
-    pid = f"registry-extract-{id(records)}"
-    log_progress(lgr.info, pid, "Extracting metadata of %d datasets",
-                 len(records), label="Extracting", unit=" datasets",
-                 total=len(records), noninteractive_level=5)
-
-    def progress(done, total):
-        log_progress(lgr.info, pid, "Extracted %d of %d", done, total,
-                     update=done, total=total, noninteractive_level=5)
-
-    try:
+    with progress_bar(lgr, "Extracting", " datasets", len(records)) as progress:
         for o in metadata.extract(location, records, extractors, force=force,
                                   jobs=jobs, progress=progress):
             path = location / o["registry_path"] if o.get("registry_path") \
@@ -154,8 +148,6 @@ def run_extraction(location, records, extractors, *, force, jobs, common):
                 registry_path=o.get("registry_path"),
                 metadata=o.get("metadata"), message=o["message"],
                 **dict(common, action=ACTION))
-    finally:
-        log_progress(lgr.info, pid, "Done extracting", noninteractive_level=5)
 
 
 def render_extract_result(res):

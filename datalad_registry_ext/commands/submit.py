@@ -14,6 +14,7 @@ from datalad.support.param import Parameter
 from datalad_registry_ext.commands._common import (
     dataset_param,
     human_size,
+    progress_bar,
     registry_location,
 )
 
@@ -142,25 +143,14 @@ class RegistrySubmit(Interface):
                                   type="dataset", message=str(e), **common)
             return
 
-        from datalad.log import log_progress
-        pid = f"registry-submit-{id(candidates)}"
-        log_progress(lgr.info, pid, "Registering %d repositories",
-                     len(candidates), label="Registering", unit=" repos",
-                     total=len(candidates), noninteractive_level=5)
-
-        def progress(done, total):
-            log_progress(lgr.info, pid, "Examined %d of %d", done, total,
-                         update=done, total=total, noninteractive_level=5)
-
-        try:
-            outcomes = list(registration.register(
-                registry, candidates, jobs=jobs or 1, progress=progress))
-        except RegistryError as e:
-            outcomes = [dict(url=c.url, status="error", message=str(e))
-                        for c in candidates]
-        finally:
-            log_progress(lgr.info, pid, "Done registering",
-                         noninteractive_level=5)
+        with progress_bar(lgr, "Registering", " repos",
+                          len(candidates)) as progress:
+            try:
+                outcomes = list(registration.register(
+                    registry, candidates, jobs=jobs or 1, progress=progress))
+            except RegistryError as e:
+                outcomes = [dict(url=c.url, status="error", message=str(e))
+                            for c in candidates]
 
         registered = []
         for o in outcomes:

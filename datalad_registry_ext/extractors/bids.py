@@ -38,17 +38,11 @@ import subprocess
 from pathlib import Path
 from uuid import UUID
 
-from datalad_metalad.extractors.base import (
-    DataOutputCategory,
-    DatasetMetadataExtractor,
-)
-
+from datalad_registry_ext.extractors._base import FileMetadataExtractor
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
-    failure,
     load_json,
     read_text,
-    success,
 )
 
 DESCRIPTION_FILE = "dataset_description.json"
@@ -83,29 +77,6 @@ DATATYPES = {
 }
 IGNORED_TOP_DIRS = {"derivatives", "sourcedata", "code", "stimuli", "models"}
 
-
-class BIDSDatasetExtractor(DatasetMetadataExtractor):
-    required_file = DESCRIPTION_FILE
-
-    def get_id(self) -> UUID:
-        return UUID("5f3c2b1a-8e7d-4c6b-a9f0-2e1d3c4b5a69")
-
-    def get_version(self) -> str:
-        return "0.0.1"
-
-    def get_data_output_category(self) -> DataOutputCategory:
-        return DataOutputCategory.IMMEDIATE
-
-    def get_required_content(self) -> bool:
-        # file names come from git, small files from the work tree or git
-        return True
-
-    def extract(self, _=None):
-        try:
-            return success(self, read_bids(self.dataset.path,
-                                           self.ref_commit))
-        except MetadataFileError as e:
-            return failure(self, str(e))
 
 
 def read_bids(ds_path, ref: str | None = None) -> dict:
@@ -223,3 +194,9 @@ def entities_from_paths(paths) -> dict:
             except TypeError:  # mixed int/str
                 result[entity] = sorted(vals, key=str)
     return result
+
+
+class BIDSDatasetExtractor(FileMetadataExtractor):
+    extractor_id = UUID("5f3c2b1a-8e7d-4c6b-a9f0-2e1d3c4b5a69")
+    required_file = DESCRIPTION_FILE
+    read = staticmethod(read_bids)

@@ -13,45 +13,16 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from datalad_metalad.extractors.base import (
-    DataOutputCategory,
-    DatasetMetadataExtractor,
-)
-
+from datalad_registry_ext.extractors._base import FileMetadataExtractor
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
-    failure,
     load_json,
     load_yaml,
-    success,
 )
 
 DANDISET_FILE = "dandiset.yaml"
 ASSETS_FILE = ".dandi/assets.json"
 
-
-class DandiExtractor(DatasetMetadataExtractor):
-    required_file = DANDISET_FILE
-
-    def get_id(self) -> UUID:
-        return UUID("3e0c6d8f-6f55-4a53-9d3c-9a1f5e2b7d01")
-
-    def get_version(self) -> str:
-        return "0.0.1"
-
-    def get_data_output_category(self) -> DataOutputCategory:
-        return DataOutputCategory.IMMEDIATE
-
-    def get_required_content(self) -> bool:
-        # the file is read from the work tree or from git; nothing to get
-        return True
-
-    def extract(self, _=None):
-        try:
-            return success(self, read_dandiset(self.dataset.path,
-                                               self.ref_commit))
-        except MetadataFileError as e:
-            return failure(self, str(e))
 
 
 def read_dandiset(ds_path, ref: str | None = None) -> dict:
@@ -65,18 +36,20 @@ def read_dandiset(ds_path, ref: str | None = None) -> dict:
     return doc
 
 
-class DandiFilesExtractor(DandiExtractor):
+def read_assets(ds_path, ref: str | None = None) -> list:
+    assets = load_json(ds_path, ASSETS_FILE, ref=ref or "HEAD")
+    if not isinstance(assets, list):
+        raise MetadataFileError(f"{ASSETS_FILE} does not hold a list")
+    return assets
+
+
+class DandiExtractor(FileMetadataExtractor):
+    extractor_id = UUID("3e0c6d8f-6f55-4a53-9d3c-9a1f5e2b7d01")
+    required_file = DANDISET_FILE
+    read = staticmethod(read_dandiset)
+
+
+class DandiFilesExtractor(FileMetadataExtractor):
+    extractor_id = UUID("3e0c6d8f-6f55-4a53-9d3c-9a1f5e2b7d02")
     required_file = ASSETS_FILE
-
-    def get_id(self) -> UUID:
-        return UUID("3e0c6d8f-6f55-4a53-9d3c-9a1f5e2b7d02")
-
-    def extract(self, _=None):
-        try:
-            assets = load_json(self.dataset.path, ASSETS_FILE,
-                               ref=self.ref_commit or "HEAD")
-        except MetadataFileError as e:
-            return failure(self, str(e))
-        if not isinstance(assets, list):
-            return failure(self, f"{ASSETS_FILE} does not hold a list")
-        return success(self, assets)
+    read = staticmethod(read_assets)

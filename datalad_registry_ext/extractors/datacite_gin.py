@@ -15,16 +15,10 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from datalad_metalad.extractors.base import (
-    DataOutputCategory,
-    DatasetMetadataExtractor,
-)
-
+from datalad_registry_ext.extractors._base import FileMetadataExtractor
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
-    failure,
     load_yaml,
-    success,
 )
 
 DATACITE_FILE = "datacite.yml"
@@ -35,28 +29,6 @@ DATACITE_CONTEXT = {
     "type": "http://purl.org/dc/dcam/VocabularyEncodingScheme",
 }
 
-
-class DataciteGinExtractor(DatasetMetadataExtractor):
-    required_file = DATACITE_FILE
-
-    def get_id(self) -> UUID:
-        return UUID("7d1e4c0a-2b8f-4f6e-9a35-1c2d3e4f5a61")
-
-    def get_version(self) -> str:
-        return "0.0.1"
-
-    def get_data_output_category(self) -> DataOutputCategory:
-        return DataOutputCategory.IMMEDIATE
-
-    def get_required_content(self) -> bool:
-        return True
-
-    def extract(self, _=None):
-        try:
-            return success(self, read_datacite(self.dataset.path,
-                                               self.ref_commit))
-        except MetadataFileError as e:
-            return failure(self, str(e))
 
 
 def read_datacite(ds_path, ref: str | None = None) -> dict:
@@ -70,3 +42,9 @@ def read_datacite(ds_path, ref: str | None = None) -> dict:
         doc["description"] = doc["description"].strip()
     doc["@context"] = dict(DATACITE_CONTEXT)
     return doc
+
+
+class DataciteGinExtractor(FileMetadataExtractor):
+    extractor_id = UUID("7d1e4c0a-2b8f-4f6e-9a35-1c2d3e4f5a61")
+    required_file = DATACITE_FILE
+    read = staticmethod(read_datacite)
