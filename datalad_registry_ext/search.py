@@ -53,14 +53,6 @@ def _recovery_hint(registry: Path, index) -> str:
             f"datalad registry-sync -d {registry} SOURCE")
 
 
-def load_records(registry: Path) -> list[dict]:
-    """Every full record the index holds for ``registry``."""
-    records = []
-    for index, _, _ in searchable_indexes(registry):
-        records += index.records()
-    return records
-
-
 def full_records(registry: Path, light: list[dict]) -> list[dict]:
     """The complete records (with metadata) of light records, same order."""
     wanted = {(r.get("source"), r["url"]) for r in light}

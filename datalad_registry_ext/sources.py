@@ -70,11 +70,12 @@ def read_jsonl(path: Path | str, source: str) -> tuple[list[dict], list[tuple[in
             problems.append((n, str(e)))
             continue
         if rec["url"] in seen:
-            problems.append((n, f"{rec['url']} was already on line "
-                                f"{seen[rec['url']]}; this line replaces it"))
-            records[[r["url"] for r in records].index(rec["url"])] = rec
+            line, pos = seen[rec["url"]]
+            problems.append((n, f"{rec['url']} was already on line {line}; "
+                                "this line replaces it"))
+            records[pos] = rec
             continue
-        seen[rec["url"]] = n
+        seen[rec["url"]] = (n, len(records))
         records.append(rec)
     return records, problems
 

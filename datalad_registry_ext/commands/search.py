@@ -150,12 +150,7 @@ class RegistrySearch(Interface):
             found = search(location, query, order_by=order_by,
                            order_dir=order_dir, offset=offset or 0,
                            limit=limit)
-        except QueryError as e:
-            yield get_status_dict(status="error", path=str(location),
-                                  type="dataset", query=query,
-                                  message=str(e), **common)
-            return
-        except (IndexCorrupt, ValueError) as e:
+        except (QueryError, IndexCorrupt, ValueError) as e:
             yield get_status_dict(status="error", path=str(location),
                                   type="dataset", query=query,
                                   message=str(e), **common)
