@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Iterable
+
+from datalad_registry_ext.gitcmd import ok as git_ok
+from datalad_registry_ext.gitcmd import popen
 
 lgr = logging.getLogger("datalad.registry_ext.aggregate")
 
@@ -87,6 +89,8 @@ def add_aggregated(registry_path, entries: Iterable[dict]) -> list[dict]:
     ``{"dataset_path", "extractor_name", "status": "ok"|"error",
     "message"}``. Does not raise for a bad entry.
     """
+    # DataLad's API and metalad's model load on first use: reading the store
+    # (every search's rebuild check) needs neither
     from datalad.api import meta_add
     from datalad.distribution.dataset import Dataset
     from dataladmetadatamodel.mapper.gitmapper.utils import locked_backend
@@ -196,13 +200,14 @@ def _drop_stale_roots(realm: Path, root_version: str,
                       wanted: dict[str, tuple]) -> None:
     """Remove metadata root records at ``root_version`` that describe another
     dataset (version) than the one about to be added at that path."""
+    # metalad's model: heavy, needed only when stale roots are pruned
     from dataladmetadatamodel.common import get_top_level_metadata_objects
     from dataladmetadatamodel.mapper.gitmapper.objectreference import (
         flush_object_references,
     )
     from dataladmetadatamodel.metadatapath import MetadataPath
 
-    if not _git_ok(realm, "rev-parse", "--verify", "-q", _TVL_REF):
+    if not git_ok(["rev-parse", "--verify", "-q", _TVL_REF], realm):
         return
     tvl, uuid_set = get_top_level_metadata_objects("git", str(realm))
     if tvl is None or uuid_set is None:
@@ -237,12 +242,6 @@ def _drop_stale_roots(realm: Path, root_version: str,
         tvl.write_out(str(realm))
         uuid_set.write_out(str(realm))
         flush_object_references(realm)
-
-
-def _git_ok(repo, *args) -> bool:
-    return subprocess.run(["git", "-C", str(repo), *args],
-                          stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 # -- reading --------------------------------------------------------------------
@@ -284,9 +283,9 @@ def _latest(records: Iterable[dict]) -> list[dict]:
 
 
 def _records_via_metalad(registry_path) -> list[dict]:
-    if not _git_ok(registry_path, "rev-parse", "--verify", "-q", _TVL_REF):
+    if not git_ok(["rev-parse", "--verify", "-q", _TVL_REF], registry_path):
         return []
-    from datalad.api import meta_dump
+    from datalad.api import meta_dump  # heavy; the fallback reader only
     results = meta_dump(dataset=str(registry_path), path="", recursive=True,
                         result_renderer="disabled", return_type="list",
                         on_failure="ignore")
@@ -303,10 +302,7 @@ class _ObjectReader:
     """Objects of one repository through a single ``git cat-file --batch``."""
 
     def __init__(self, repo):
-        self.proc = subprocess.Popen(
-            ["git", "-C", str(repo), "cat-file", "--batch"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL)
+        self.proc = popen(["cat-file", "--batch"], cwd=str(repo))
         self.cache: dict[str, object] = {}
 
     def close(self):

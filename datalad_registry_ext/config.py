@@ -10,6 +10,10 @@ from datalad.support.extensions import register_config
 DATASET = "datalad.registry.dataset"
 EXTRACTORS = "datalad.registry.extractors"
 METADATA_MAX_BYTES = "datalad.registry.metadata-max-bytes"
+LOCK_TIMEOUT = "datalad.registry.lock-timeout"
+RECORD_MAX_BYTES = "datalad.registry.record-max-bytes"
+IMPORT_MAX_BYTES = "datalad.registry.import-max-bytes"
+IMPORT_MAX_RATIO = "datalad.registry.import-max-ratio"
 
 # DataLad-Registry's five, plus the legacy extractors that describe a dataset
 # as a whole.
@@ -54,5 +58,47 @@ def register():
             "an error instead."),
         type=EnsureInt(),
         default=10 * 1024 * 1024,
+        scope="global",
+    )
+    register_config(
+        LOCK_TIMEOUT,
+        "Seconds to wait for another registry command's lock",
+        description=(
+            "A registry-* command that writes waits this long for another "
+            "one writing the same registry or index, then gives up with an "
+            "error naming the lock file."),
+        type=EnsureInt(),
+        default=600,
+        scope="global",
+    )
+    register_config(
+        RECORD_MAX_BYTES,
+        "Largest record (one JSON Lines line) registry-sync imports",
+        description=(
+            "A line of a JSON Lines source longer than this many bytes is "
+            "skipped and reported with its line number."),
+        type=EnsureInt(),
+        default=16 * 1024 * 1024,
+        scope="global",
+    )
+    register_config(
+        IMPORT_MAX_BYTES,
+        "Largest JSON Lines source registry-sync reads",
+        description=(
+            "A source that holds (or decompresses to) more than this many "
+            "bytes is refused and nothing is imported."),
+        type=EnsureInt(),
+        default=8 * 1024 ** 3,
+        scope="global",
+    )
+    register_config(
+        IMPORT_MAX_RATIO,
+        "Largest compression ratio of a gzipped JSON Lines source",
+        description=(
+            "A gzip file that decompresses to more than this many times its "
+            "own size (past the first 64 MiB) is refused as a decompression "
+            "bomb and nothing is imported."),
+        type=EnsureInt(),
+        default=100,
         scope="global",
     )

@@ -71,6 +71,7 @@ them. (``metalad_core`` is usually ``notneeded`` first: it requires
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
@@ -78,8 +79,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from datalad.distribution.dataset import Dataset
 
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
@@ -159,8 +163,6 @@ class ExtractorEntry:
 
 @lru_cache(maxsize=1)
 def _entry_point_table() -> dict[str, list[ExtractorEntry]]:
-    from importlib.metadata import entry_points
-
     table: dict[str, list[ExtractorEntry]] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         dist = _norm_dist(ep.dist.name if ep.dist else None)
@@ -174,7 +176,6 @@ def _entry_point_table() -> dict[str, list[ExtractorEntry]]:
 
 def _loader(value: str) -> Callable[[], type]:
     def load():
-        import importlib
         module, _, attr = value.partition(":")
         return getattr(importlib.import_module(module), attr)
     return load
@@ -213,6 +214,7 @@ def resolve_extractor(name: str) -> Resolved | None:
 
 
 def _kind_of(cls, dist: str) -> str:
+    # metalad (and what it pulls in) loads on the first extraction only
     from datalad_metalad.extractors.base import (
         BaseMetadataExtractor,
         MetadataExtractorBase,
@@ -250,8 +252,6 @@ class _Context:
     """What all extractors of one dataset share (computed once)."""
 
     def __init__(self, path: Path):
-        from datalad.distribution.dataset import Dataset
-
         self.path = path
         self.ds = Dataset(str(path))
         repo = self.ds.repo
@@ -427,7 +427,7 @@ def _record(ctx: _Context, name: str, version: str, metadata) -> dict:
 
 
 def _run_metalad(ctx: _Context, name: str) -> dict:
-    from datalad.api import meta_extract
+    from datalad.api import meta_extract  # heavy: loads every command
 
     results = meta_extract(
         name, dataset=ctx.ds, context={"dataset_version": ctx.sha},
@@ -449,6 +449,7 @@ def _run_legacy(ctx: _Context, name: str, cls) -> dict:
 
 
 def _run_gen4(ctx: _Context, name: str, cls) -> dict:
+    # metalad loads on the first extraction only (see _kind_of)
     from datalad_metalad.extractors.base import (
         DataOutputCategory,
         DatasetMetadataExtractor,

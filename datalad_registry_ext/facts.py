@@ -1,119 +1,32 @@
-"""Facts about one repository, computed with git and git-annex on a clone.
+"""Facts about one repository, computed with git and git-annex on its clone.
 
-The clone cache keeps one clone per registered repository, so re-submission
-only fetches. Facts are computed the way DataLad-Registry computes them
-(reference: its ``_update_dataset_url_info``), plus ``head_dt`` and the
-``subdatasets`` listed in ``.gitmodules``.
-
-Everything here is plain functions over paths; failures raise
-:class:`RepositoryError` with a message a user can act on, with any
-credentials scrubbed from it.
+Facts are computed the way DataLad-Registry computes them (reference: its
+``_update_dataset_url_info``), plus ``head_dt`` and the ``subdatasets``
+listed in ``.gitmodules``. Plain functions over paths; failures raise
+:class:`~datalad_registry_ext.gitcmd.RepositoryError` with a message a user
+can act on.
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
+from datalad_registry_ext.clones import REMOTE, has_annex_branch
+from datalad_registry_ext.gitcmd import RepositoryError, annex, git, read_gitmodules
 from datalad_registry_ext.records import strip_credentials
 
-REMOTE = "origin"
 _DATALAD_ID = re.compile(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-class RepositoryError(RuntimeError):
-    """A repository cannot be cloned, updated or described."""
-
-
-# -- running git ----------------------------------------------------------------
-
-def _git_env() -> dict:
-    env = dict(os.environ)
-    # never block on a password prompt: an unreachable or private URL must
-    # fail with a message, not hang
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    env.pop("GIT_INDEX_FILE", None)
-    return env
-
-
-def git(args, cwd=None, *, check=True, secrets=(), input=None,
-        env=None) -> str:
-    """Run git, return stdout; on failure raise RepositoryError."""
-    try:
-        proc = subprocess.run(
-            ["git", *args], cwd=cwd, input=input, capture_output=True,
-            text=True, env=env or _git_env())
-    except OSError as e:
-        raise RepositoryError(f"cannot run git: {e}") from e
-    if check and proc.returncode != 0:
-        msg = proc.stderr.strip() or proc.stdout.strip() or (
-            f"git {args[0]} exited with {proc.returncode}")
-        raise RepositoryError(scrub(_last_lines(msg), secrets))
-    return proc.stdout
-
-
-@functools.lru_cache(maxsize=1)
-def _annex_program() -> list[str]:
-    """How to run git-annex: the binary itself when we can find it.
-
-    The PyPI ``git-annex`` wheel runs the binary through a Python wrapper
-    script (and pyenv adds a shell shim): ~80 ms per call that the binary
-    alone does not need.
-    """
-    try:
-        import git_annex
-        binary = Path(git_annex.__file__).with_name("git-annex")
-        if os.access(binary, os.X_OK):
-            return [str(binary)]
-    except ImportError:
-        pass
-    return ["git", "annex"]
-
-
-def annex(args, cwd, *, check=True) -> str:
-    """Run a git-annex command in ``cwd``."""
-    program = _annex_program()
-    if program[0] == "git":
-        return git(["annex", *args], cwd=cwd, check=check)
-    try:
-        proc = subprocess.run([*program, *args], cwd=cwd, capture_output=True,
-                              text=True, env=_git_env())
-    except OSError as e:
-        raise RepositoryError(f"cannot run git-annex: {e}") from e
-    if check and proc.returncode != 0:
-        raise RepositoryError(_last_lines(proc.stderr.strip()) or
-                              f"git-annex {args[0]} exited with {proc.returncode}")
-    return proc.stdout
-
-
-def _last_lines(msg: str, n: int = 3) -> str:
-    lines = [ln for ln in msg.splitlines() if ln.strip()
-             and not ln.startswith(("hint:", "warning: You appear"))]
-    return "; ".join(lines[-n:])
-
-
-def scrub(text: str, secrets=()) -> str:
-    """Remove credentials (``user:pass@`` in URLs, given secrets) from text."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, strip_credentials(s))
-    return re.sub(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1", text)
 
 
 def local_repository_problem(path: Path) -> str | None:
     """Why a local directory cannot be registered, or None if it can."""
     path = Path(path)
+    # one line each: a top-level path may contain spaces
     out = git(["rev-parse", "--is-bare-repository", "--show-toplevel"],
-              cwd=path, check=False).split()
+              cwd=path, check=False).splitlines()
     if not out:
         return f"{path} is not a git repository"
     if out[0] == "true":
@@ -122,98 +35,6 @@ def local_repository_problem(path: Path) -> str | None:
         return (f"{path} is not a git repository, but a directory inside "
                 f"the repository {out[1]}")
     return None
-
-
-# -- the clone cache ----------------------------------------------------------------
-
-def clone_or_update(source: str, dest: Path) -> tuple[Path, bool]:
-    """Make ``dest`` an up-to-date clone of ``source``; return (path, is_new).
-
-    ``source`` may carry credentials; they are used for this transfer only
-    and never written to the clone's configuration. A new clone is made in a
-    temporary directory and renamed into place, so an interrupted clone never
-    leaves a half-made one at ``dest``.
-    """
-    dest = Path(dest)
-    public = strip_credentials(source)
-    if (dest / ".git").is_dir():
-        try:
-            _update(source, dest)
-            return dest, False
-        except RepositoryError:
-            # e.g. the default branch was rewritten or changed: start afresh,
-            # as DataLad-Registry does; the old clone stays until the new
-            # one is complete
-            pass
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        git(["clone", "--quiet", "--origin", REMOTE, "--no-recurse-submodules",
-             "--", source, str(tmp)], secrets=[source])
-        if public != source:
-            git(["remote", "set-url", REMOTE, public], cwd=tmp)
-        _init_annex(tmp)
-        if dest.exists():
-            shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest, True
-
-
-def _update(source: str, clone: Path) -> None:
-    fetch_from = source if strip_credentials(source) != source else REMOTE
-    git(["fetch", "--quiet", "--prune", "--tags", "--force", fetch_from,
-         f"+refs/heads/*:refs/remotes/{REMOTE}/*"],
-        cwd=clone, secrets=[source])
-    # follow a change of the remote's default branch
-    if fetch_from == REMOTE:
-        git(["remote", "set-head", REMOTE, "--auto"], cwd=clone, check=False)
-    else:
-        out = git(["ls-remote", "--symref", source, "HEAD"], cwd=clone,
-                  secrets=[source], check=False)
-        m = re.search(r"^ref: refs/heads/(\S+)\s+HEAD", out, re.M)
-        if m:
-            git(["symbolic-ref", f"refs/remotes/{REMOTE}/HEAD",
-                 f"refs/remotes/{REMOTE}/{m[1]}"], cwd=clone)
-    remote_head = _remote_head_branch(clone)
-    if remote_head is None:
-        raise RepositoryError("the remote has no default branch")
-    local = git(["symbolic-ref", "--quiet", "--short", "HEAD"], cwd=clone,
-                check=False).strip()
-    if local != remote_head:
-        raise RepositoryError("default branch changed")
-    git(["merge", "--quiet", "--ff-only", f"{REMOTE}/{remote_head}"], cwd=clone)
-    if _has_annex_branch(clone):
-        _init_annex(clone)
-        annex(["merge", "--quiet"], cwd=clone, check=False)
-
-
-def _remote_head_branch(clone: Path) -> str | None:
-    out = git(["symbolic-ref", "--quiet", "--short",
-               f"refs/remotes/{REMOTE}/HEAD"], cwd=clone, check=False).strip()
-    return out.split("/", 1)[1] if "/" in out else None
-
-
-def _has_annex_branch(clone: Path) -> bool:
-    return bool(git(["rev-parse", "--verify", "--quiet",
-                     f"refs/remotes/{REMOTE}/git-annex"],
-                    cwd=clone, check=False).strip())
-
-
-def _init_annex(clone: Path) -> None:
-    """Initialise git-annex in a clone of an annex repository.
-
-    The clone is private (``annex.private``): it never records itself in the
-    git-annex branch, so it cannot leak into anything pushed from it.
-    """
-    if not _has_annex_branch(clone):
-        return
-    if git(["config", "--get", "annex.uuid"], cwd=clone, check=False).strip():
-        return
-    git(["config", "annex.private", "true"], cwd=clone)
-    annex(["init", "--quiet", "registry-ext clone cache"], cwd=clone)
 
 
 # -- facts ------------------------------------------------------------------------------
@@ -243,7 +64,7 @@ def repository_facts(clone: Path) -> dict:
         "git_objects_kb": _git_objects_kb(clone),
         "subdatasets": subdatasets_of(clone, head),
     }
-    if _has_annex_branch(clone):
+    if has_annex_branch(clone):
         facts.update(_annex_facts(clone))
     return facts
 
@@ -338,25 +159,8 @@ def subdatasets_of(clone: Path, commit: str) -> list[dict]:
 
     A ``.gitmodules`` that git cannot parse raises RepositoryError.
     """
-    probe = subprocess.run(
-        ["git", "cat-file", "-e", f"{commit}:.gitmodules"], cwd=clone,
-        capture_output=True, env=_git_env())
-    if probe.returncode != 0:
-        return []
-    proc = subprocess.run(
-        ["git", "config", "--blob", f"{commit}:.gitmodules", "--list", "-z"],
-        cwd=clone, capture_output=True, text=True, env=_git_env())
-    if proc.returncode != 0:
-        detail = _last_lines(proc.stderr.strip(), 1)
-        raise RepositoryError(f"its .gitmodules is broken ({detail})")
-    entries: dict[str, dict] = {}
-    for item in proc.stdout.split("\0"):
-        key, _, value = item.partition("\n")
-        m = re.match(r"^submodule\.(.+)\.([^.]+)$", key)
-        if m:
-            entries.setdefault(m[1], {})[m[2].lower()] = value
     subs = []
-    for name, props in entries.items():
+    for props in read_gitmodules(clone, commit).values():
         path = props.get("path")
         if not path:
             continue

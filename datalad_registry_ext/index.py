@@ -5,17 +5,20 @@ Layout, one directory per registry (see :mod:`locations`)::
     <user cache dir>/index/<registry key>/
         local.json          the registry's own records (TinyDB)
         local.json.lock     the file lock that serialises its writers
+        local.json.sqlite   its search database (derived, see :mod:`engine`)
         sources/<name>-<hash>.json   records synced from one source
 
-Each source of records (the registry itself, later every synced remote
-registry) has a database file of its own, so that writing one source never
-rewrites the others.
+Each source of records (the registry itself, every synced source) has a
+database file of its own, so that writing one source never rewrites the
+others.
 
-The index is derived data. Every write happens in a :func:`Index.transaction`:
-the file lock is taken, the database is read fresh from disk, changed in
-memory, and written back once, to a temporary file that is then renamed over
-the old one. A crash therefore leaves either the old or the new index, never
-a half-written one, and two processes never lose each other's records.
+The index is derived data and TinyDB is its store of record. Every write
+happens in a :meth:`Index.transaction`: the file lock is taken, the database
+is read fresh from disk, changed in memory, and written back once, atomically
+(:func:`files.atomic_file`). A crash therefore leaves either the old or the
+new index, and two processes never lose each other's records. A whole source
+can also be replaced by streaming its records (:meth:`Index.write_records`),
+without holding them all in memory.
 
 A file that cannot be read as an index (truncated, corrupt, written by
 something else) raises :class:`IndexCorrupt`; nothing is ever silently
@@ -23,45 +26,32 @@ treated as empty.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import sys
-import tempfile
+import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
+from datalad_registry_ext.errors import RegistryExtError, storage_error
+from datalad_registry_ext.files import (
+    atomic_file,
+    locked,
+    remove_stale_temporaries,
+)
+from datalad_registry_ext.locations import index_dir
+
 RECORDS_TABLE = "records"
 META_TABLE = "meta"
 FORMAT_VERSION = 1
 
-# waiting longer than this for another writer means something is stuck
-LOCK_TIMEOUT = 600
 
-
-# marshal's format is Python-version specific: a new Python rebuilds the cache
-_SEARCH_CACHE_FORMAT = f"registry-ext-search-1-py{sys.version_info[0]}.{sys.version_info[1]}"
-
-
-def light_record(record: dict) -> dict:
-    """A record without metadata content: ``extractors`` lists the names."""
-    light = {k: v for k, v in record.items() if k != "metadata"}
-    light["extractors"] = sorted({m.get("extractor_name") for m in
-                                  record.get("metadata") or []
-                                  if isinstance(m, dict)} - {None})
-    return light
-
-
-class IndexCorrupt(RuntimeError):
+class IndexCorrupt(RegistryExtError):
     """The index file exists but cannot be read."""
-
-
-class IndexLocked(RuntimeError):
-    """Another process held the index lock for too long."""
 
 
 class _MemoryStorage(Storage):
@@ -89,10 +79,23 @@ class Index:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        #: the derived search database of this index (see :mod:`engine`)
+        self.engine_path = self.path.with_name(self.path.name + ".sqlite")
 
     # -- reading ---------------------------------------------------------------
     def exists(self) -> bool:
         return self.path.exists()
+
+    def fingerprint(self) -> str | None:
+        """Changes whenever the file is rewritten (every write renames a new
+        file into place); None when there is no file."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise storage_error(e, self.path, "read") from e
+        return f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"
 
     def load(self) -> dict:
         """The raw TinyDB data: ``{table: {doc_id: document}}``."""
@@ -100,13 +103,17 @@ class Index:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
+        except UnicodeDecodeError as e:
+            raise IndexCorrupt(
+                f"the index {self.path} is not UTF-8 text (byte {e.start})"
+            ) from e
         except OSError as e:
             raise IndexCorrupt(f"cannot read the index {self.path}: {e}") from e
         if not text.strip():
             raise IndexCorrupt(f"the index {self.path} is empty (truncated?)")
         try:
             data = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise IndexCorrupt(
                 f"the index {self.path} is not valid JSON ({e})") from e
         if not isinstance(data, dict) or not all(
@@ -116,91 +123,28 @@ class Index:
         return data
 
     def records(self) -> list[dict]:
-        return list(self.load().get(RECORDS_TABLE, {}).values())
-
-    # -- searching -------------------------------------------------------------
-    @property
-    def search_cache_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".search")
-
-    def _fingerprint(self):
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-    def searchable(self):
-        """``(SearchView, light records)`` of this index, fast.
-
-        The precomputed search state and the records without metadata
-        content are kept in a derived file next to the index
-        (``<index>.search``, Python's marshal format), valid as long as the
-        index file is unchanged; otherwise it is rebuilt from the index and
-        rewritten. Light records carry ``extractors`` (names) instead of
-        ``metadata``; :meth:`full_records` gives the complete ones.
-        """
-        from datalad_registry_ext.query import SearchView
-        fingerprint = self._fingerprint()
-        if fingerprint is None:
-            return SearchView([]), []
-        cached = self._read_search_cache(fingerprint)
-        if cached is not None:
-            return SearchView.from_state(cached["state"]), cached["light"]
-        records = self.records()
-        view = SearchView(records)
-        light = [light_record(r) for r in records]
-        # only cache what matches the file as it still is
-        if self._fingerprint() == fingerprint:
-            self._write_search_cache(fingerprint, view.to_state(), light)
-        return view, light
-
-    def _read_search_cache(self, fingerprint):
-        import marshal
-        try:
-            data = marshal.loads(self.search_cache_path.read_bytes())
-        except (OSError, EOFError, ValueError, TypeError):
-            return None
-        if not isinstance(data, dict) or data.get("format") != _SEARCH_CACHE_FORMAT \
-                or data.get("fingerprint") != fingerprint:
-            return None
-        return data
-
-    def _write_search_cache(self, fingerprint, state, light) -> None:
-        import marshal
-        payload = marshal.dumps({"format": _SEARCH_CACHE_FORMAT,
-                                 "fingerprint": fingerprint, "state": state,
-                                 "light": light})
-        target = self.search_cache_path
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=target.name + ".",
-                                       suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, target)
-        except OSError:
-            # a cache we cannot write only costs time
-            if "tmp" in locals() and os.path.exists(tmp):
-                os.unlink(tmp)
+        """Every record; IndexCorrupt if one is not a record at all."""
+        return _checked_records(self.path, self.load())
 
     def meta(self) -> dict:
-        return dict(self.load().get(META_TABLE, {}).get("1", {}))
+        meta = self.load().get(META_TABLE, {}).get("1", {})
+        if not isinstance(meta, dict):
+            raise IndexCorrupt(f"the index {self.path} has a meta table of "
+                               "the wrong shape")
+        return dict(meta)
 
     # -- writing ---------------------------------------------------------------
     @contextmanager
-    def locked(self, timeout: float = LOCK_TIMEOUT):
-        """Hold the index's file lock (serialises writers across processes)."""
-        from fasteners import InterProcessLock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = InterProcessLock(str(self.lock_path))
-        if not lock.acquire(timeout=timeout):
-            raise IndexLocked(
-                f"another process has held the index lock {self.lock_path} "
-                f"for more than {timeout:.0f} s")
-        try:
+    def locked(self):
+        """Hold the index's file lock (serialises writers across processes).
+
+        Temporary files that a writer killed mid-write left behind are
+        removed once the lock is ours.
+        """
+        with locked(self.lock_path, what=f"the index {self.path}") as since:
+            remove_stale_temporaries(self.path, since)
+            remove_stale_temporaries(self.engine_path, since)
             yield
-        finally:
-            lock.release()
 
     @contextmanager
     def transaction(self, fresh: bool = False) -> Iterator["IndexTransaction"]:
@@ -211,31 +155,48 @@ class Index:
         block raises, nothing is written.
         """
         with self.locked():
-            storage = _MemoryStorage({} if fresh else self.load())
+            data = {} if fresh else self.load()
+            if not fresh:
+                _checked_records(self.path, data)
+            storage = _MemoryStorage(data)
             if fresh:
                 storage.dirty = True
             db = TinyDB(storage=lambda: storage)
             txn = IndexTransaction(db)
             yield txn
             if storage.dirty:
-                self._write_atomically(storage.data)
+                with atomic_file(self.path, "w") as f:
+                    json.dump(storage.data, f, ensure_ascii=False,
+                              separators=(",", ":"))
 
-    def _write_atomically(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+    def write_records(self, records: Iterable[dict], meta: dict) -> int:
+        """Replace every record and the meta table with ``records``, streamed
+        (one record in memory at a time). Call with :meth:`locked` held.
+        Returns the record count."""
+        n = 0
+        with atomic_file(self.path, "w") as f:
+            f.write('{"%s":{' % RECORDS_TABLE)
+            for rec in records:
+                if n:
+                    f.write(",")
+                n += 1
+                f.write(f'"{n}":')
+                f.write(json.dumps(rec, ensure_ascii=False,
+                                   separators=(",", ":")))
+            f.write('},"%s":{"1":' % META_TABLE)
+            f.write(json.dumps(dict(meta, format=FORMAT_VERSION),
+                               ensure_ascii=False, separators=(",", ":")))
+            f.write("}}")
+        return n
+
+
+def _checked_records(path: Path, data: dict) -> list[dict]:
+    records = list(data.get(RECORDS_TABLE, {}).values())
+    for rec in records:
+        if not isinstance(rec, dict) or not isinstance(rec.get("url"), str):
+            raise IndexCorrupt(f"the index {path} holds a record of the "
+                               f"wrong shape ({str(rec)[:60]!r})")
+    return records
 
 
 class IndexTransaction:
@@ -292,15 +253,11 @@ class IndexTransaction:
 
 def local_index(registry_path) -> Index:
     """The index of a registry's own records."""
-    from datalad_registry_ext.locations import index_dir
     return Index(index_dir(registry_path) / "local.json")
 
 
 def source_index(registry_path, source: str) -> Index:
     """The index of the records synced from one source (file or URL)."""
-    import hashlib
-    import re
-    from datalad_registry_ext.locations import index_dir
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.rstrip("/").rsplit("/", 1)[-1])
     digest = hashlib.sha256(source.encode()).hexdigest()[:10]
     return Index(index_dir(registry_path) / "sources" / f"{stem[:40]}-{digest}.json")
@@ -308,6 +265,5 @@ def source_index(registry_path, source: str) -> Index:
 
 def all_indexes(registry_path) -> list[Index]:
     """The registry's own index first, then every synced source's."""
-    from datalad_registry_ext.locations import index_dir
     sources = sorted((index_dir(registry_path) / "sources").glob("*.json"))
     return [local_index(registry_path), *(Index(p) for p in sources)]

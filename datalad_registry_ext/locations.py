@@ -13,16 +13,16 @@ import hashlib
 import re
 from pathlib import Path
 
+import platformdirs
+
 APPNAME = "datalad-registry-ext"
 
 
 def user_data_dir() -> Path:
-    import platformdirs
     return Path(platformdirs.user_data_dir(APPNAME, appauthor=False))
 
 
 def user_cache_dir() -> Path:
-    import platformdirs
     return Path(platformdirs.user_cache_dir(APPNAME, appauthor=False))
 
 

@@ -22,8 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from datalad import cfg
+
+from datalad_registry_ext import config, extraction
 from datalad_registry_ext import registry as reg
+from datalad_registry_ext.aggregate import add_aggregated
+from datalad_registry_ext.clones import clone_location, clone_or_update
+from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import local_index
+from datalad_registry_ext.index_sync import own_records, reconcile_index
 from datalad_registry_ext.records import canonical_url, now_iso
 
 # the index entry of one extractor's metadata (upstream's URLMetadata + time)
@@ -35,8 +42,6 @@ ENTRY_KEYS = ("extractor_name", "extractor_version", "extraction_parameter",
 def configured_extractors() -> list[str]:
     """``datalad.registry.extractors``: names separated by spaces or commas
     (or the item given several times)."""
-    from datalad import cfg
-    from datalad_registry_ext import config
     value = cfg.get(config.EXTRACTORS, get_all=True)
     if value is None:
         return list(config.DEFAULT_EXTRACTORS)
@@ -56,9 +61,8 @@ def select_records(registry: Path, datasets: list[str] | None
     metadata is missing or older than its current HEAD. Returns
     ``(records, [(argument, problem), ...])``.
     """
-    from datalad_registry_ext.registration import reconcile_index
     reconcile_index(registry)
-    records = local_index(registry).records()
+    records = own_records(registry)
     if not datasets:
         return [r for r in records if _stale(r)], []
     by_key = {canonical_url(r["url"]): r for r in records}
@@ -100,14 +104,10 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
             ) -> Iterator[dict]:
     """Extract and store metadata; yield one outcome per (record, extractor).
 
-    An outcome is :func:`extraction.extract_dataset`'s, plus ``url`` and
-    ``registry_path``; its ``metadata`` is the stored index entry.
+    An outcome is shaped like a result record (``action``, ``path``,
+    ``type``, ``status``, ``message``) with ``url``, ``registry_path``,
+    ``extractor`` and ``metadata`` (the stored index entry).
     """
-    from datalad_registry_ext import extraction
-    from datalad_registry_ext.aggregate import add_aggregated
-    from datalad_registry_ext.facts import RepositoryError, clone_or_update
-    from datalad_registry_ext.registration import clone_location
-
     registry = Path(registry)
     clones, missing = {}, []
     for rec in records:
@@ -122,10 +122,11 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
                 continue
         clones[rec["url"]] = path
     for rec, problem in missing:
-        yield {"url": rec["url"], "registry_path": rec.get("registry_path"),
-               "extractor": None, "status": "error", "metadata": None,
-               "message": f"cannot extract metadata of {rec['url']}: its clone "
-                          f"is missing and cloning failed: {problem}"}
+        yield _result(registry, {
+            "url": rec["url"], "registry_path": rec.get("registry_path"),
+            "extractor": None, "status": "error", "metadata": None,
+            "message": f"cannot extract metadata of {rec['url']}: its clone "
+                       f"is missing and cloning failed: {problem}"})
     todo = [r for r in records if r["url"] in clones]
     if not todo:
         return
@@ -197,7 +198,52 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
                     current["extraction_failures"] = new["extraction_failures"]
                     txn.put(current)
                 txn.set_meta(metadata_state=reg.metadata_state(registry))
-    yield from outcomes
+    for o in outcomes:
+        yield _result(registry, o)
+
+
+ACTION = "registry_extract"
+
+
+def _result(registry: Path, o: dict) -> dict:
+    """An outcome in the shape of a result record (action, path, type)."""
+    path = registry / o["registry_path"] if o.get("registry_path") else registry
+    return {"action": ACTION, "path": str(path), "type": "dataset",
+            "status": o["status"], "message": o["message"],
+            "url": o.get("url"), "extractor": o.get("extractor"),
+            "registry_path": o.get("registry_path"),
+            "metadata": o.get("metadata")}
+
+
+def extract_registered(registry: Path, datasets: list[str] | None,
+                       extractors: list[str] | None = None, *,
+                       force: bool = False, jobs: int = 1,
+                       progress: Callable[[int, int], None] | None = None
+                       ) -> Iterator[dict]:
+    """What ``registry-extract`` does: choose the records DATASET arguments
+    name (:func:`select_records`) and extract them; yield result-shaped
+    outcomes."""
+    registry = Path(registry)
+    if not reg.is_registry(registry):
+        yield {"action": ACTION, "path": str(registry), "type": "dataset",
+               "status": "impossible",
+               "message": f"there is no registry at {registry} "
+                          "(registry-submit creates one)"}
+        return
+    records, problems = select_records(registry, datasets)
+    for arg, problem in problems:
+        yield {"action": ACTION, "path": str(registry), "type": "dataset",
+               "status": "impossible", "url": arg, "message": problem}
+    if not records:
+        if not datasets:
+            yield {"action": ACTION, "path": str(registry), "type": "dataset",
+                   "status": "notneeded",
+                   "message": "all registered datasets have metadata for "
+                              "their current HEAD"}
+        return
+    yield from extract(registry, records,
+                       extractors or configured_extractors(), force=force,
+                       jobs=jobs, progress=progress)
 
 
 @contextmanager
@@ -214,39 +260,3 @@ def _quiet_extractor_logs():
         yield
     finally:
         logger.setLevel(old)
-
-
-def metadata_from_registry(registry: Path, records: dict[str, dict]) -> None:
-    """Fill records' ``metadata`` from the registry's aggregated store.
-
-    ``records`` maps registry paths to records (changed in place). Entries
-    read from the store replace those of the same extractor; others stay.
-    """
-    from datetime import datetime, timezone
-    from datalad_registry_ext.aggregate import dump_aggregated
-    for item in dump_aggregated(registry):
-        rec = records.get(item["dataset_path"])
-        if rec is None:
-            continue
-        m = item["record"]
-        when = m.get("extraction_time")
-        try:
-            when = datetime.fromtimestamp(float(when), timezone.utc).replace(
-                microsecond=0).isoformat()
-        except (TypeError, ValueError):
-            pass
-        entry = {
-            "extractor_name": m.get("extractor_name"),
-            "extractor_version": m.get("extractor_version"),
-            "extraction_parameter": m.get("extraction_parameter") or {},
-            "extracted_metadata": m.get("extracted_metadata"),
-            "dataset_version": m.get("dataset_version"),
-            "dataset_describe": (rec.get("head_describe")
-                                 if m.get("dataset_version") == rec.get("head")
-                                 else None),
-            "extraction_time": when,
-        }
-        entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
-        entries[entry["extractor_name"]] = entry
-        rec["metadata"] = sorted(entries.values(),
-                                 key=lambda e: e["extractor_name"])

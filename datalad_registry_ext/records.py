@@ -1,92 +1,140 @@
 """The record: one registered repository, in DataLad-Registry's API v2 shape.
 
-A record is a plain ``dict``. The same shape is what ``registry-submit``
-writes to the index, what ``registry-search -f json`` prints, what a JSON Lines
-export holds and what ``registry-sync`` imports.
+A record is a plain ``dict`` (typed as :class:`Record`). The same shape is
+what ``registry-submit`` writes to the index, what ``registry-search -f json``
+prints, what a JSON Lines export holds and what ``registry-sync`` imports.
 
-Fields shared with DataLad-Registry's API v2 (see the user guide for meaning):
-
-==========================  ====================================================
-``url``                     the repository URL as registered (no credentials)
-``ds_id``                   DataLad dataset id, or None for plain git repos
-``annex_uuid``              annex UUID of the remote (None if not annexed)
-``head``                    hexsha of the remote's HEAD
-``head_describe``           ``git describe --tags --always`` of HEAD
-``head_dt``                 author date of HEAD (ISO 8601; upstream leaves it null)
-``branches``                ``{name: {"hexsha", "last_commit_dt"}}``
-``tags``                    ``[{"name", "hexsha"}]``
-``annex_key_count``         keys known to the remote annex
-``annexed_files_in_wt_count``  annexed files in HEAD's tree
-``annexed_files_in_wt_size``   their total size in bytes
-``git_objects_kb``          size of ``.git/objects`` in KiB
-``last_update_dt``          when the facts were last refreshed (UTC, ISO 8601)
-``last_chk_dt``             when the repository was last checked (UTC, ISO 8601)
-``processed``               True once facts were computed
-``metadata``                list of metadata records, latest one per extractor
-==========================  ====================================================
-
-Our own additions:
-
-==========================  ====================================================
-``subdatasets``             ``[{"path", "url", "ds_id"}]`` from ``.gitmodules``
-``source``                  where the record came from: ``"local"`` for the
-                            registry's own records, otherwise the name of the
-                            source it was synced from
-``extraction_failures``     ``{extractor: {"message", "time", "count"}}``
-``registry_path``           path of the subdataset entry in the registry
-                            (own records only)
-==========================  ====================================================
+:data:`CATALOGUE` is the one place where the fields are listed: with their
+kind, whether DataLad-Registry's API v2 has them, whether they are facts of
+the repository, order keys, committed in the registry, searchable, and shown
+in the results table. Every other list of fields (the order keys, the query
+language's known fields, the table columns, the API v2 field list, ...) is
+derived from it.
 
 This module imports nothing of ours.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from datetime import datetime, timezone
+from typing import NamedTuple, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 LOCAL_SOURCE = "local"
 
-API_FIELDS = (
-    "url",
-    "ds_id",
-    "annex_uuid",
-    "head",
-    "head_describe",
-    "head_dt",
-    "branches",
-    "tags",
-    "annex_key_count",
-    "annexed_files_in_wt_count",
-    "annexed_files_in_wt_size",
-    "git_objects_kb",
-    "last_update_dt",
-    "last_chk_dt",
-    "processed",
-    "metadata",
+
+class Field(NamedTuple):
+    name: str
+    #: text, int (a count or size), date (ISO 8601 text), bool, json (object
+    #: or list)
+    kind: str
+    doc: str
+    #: one of DataLad-Registry's API v2 record fields (else one of ours)
+    api: bool = True
+    #: describes the repository itself: a change is reported on re-submission
+    fact: bool = False
+    #: an order key of ``registry-search --order-by`` (DataLad-Registry's)
+    order: bool = False
+    #: kept in the registry's committed records file (metadata lives in
+    #: metalad's store; the rest only makes sense in an index)
+    committed: bool = True
+    #: how the query language searches it: None (not at all), "field"
+    #: (``field:value``), "default" (also by bare words)
+    search: str | None = None
+    #: for sizes: how many bytes one unit of the stored number is
+    size_unit: int | None = None
+    #: its column header in ``registry-search``'s table (None: not shown)
+    column: str | None = None
+
+
+CATALOGUE: tuple[Field, ...] = (
+    Field("url", "text", "the repository URL as registered (no credentials)",
+          order=True, search="default", column="URL"),
+    Field("ds_id", "text", "DataLad dataset id, or null for plain git "
+          "repositories", fact=True, search="default", column="DATASET"),
+    Field("annex_uuid", "text", "annex UUID of the remote (null if not "
+          "annexed)", fact=True, search="field"),
+    Field("head", "text", "hexsha of the remote's HEAD", fact=True,
+          search="default"),
+    Field("head_describe", "text", "``git describe --tags --always`` of HEAD",
+          fact=True, search="default", column="DESCRIBE"),
+    Field("head_dt", "date", "author date of HEAD (upstream leaves it null)",
+          fact=True, search="field"),
+    Field("branches", "json", '``{name: {"hexsha", "last_commit_dt"}}``',
+          fact=True, search="default"),
+    Field("tags", "json", '``[{"name", "hexsha"}]``, oldest first', fact=True,
+          search="default"),
+    Field("annex_key_count", "int", "keys git-annex knows to be on the "
+          "origin remote (as DataLad-Registry counts them)", fact=True,
+          order=True, search="field"),
+    Field("annexed_files_in_wt_count", "int", "annexed files in HEAD's tree",
+          fact=True, order=True, search="field"),
+    Field("annexed_files_in_wt_size", "int", "their total size in bytes",
+          fact=True, order=True, search="field", size_unit=1,
+          column="ANNEXED"),
+    Field("git_objects_kb", "int", "size of ``.git/objects`` in KiB",
+          fact=True, order=True, search="field", size_unit=1024),
+    Field("last_update_dt", "date", "when the facts last changed (UTC)",
+          order=True, search="field", column="UPDATED"),
+    Field("last_chk_dt", "date", "when the repository was last checked (UTC)"),
+    Field("processed", "bool", "true once facts were computed"),
+    Field("metadata", "json", "metadata records, the latest one per "
+          "extractor", committed=False, search="default", column="EXTRACTORS"),
+    Field("subdatasets", "json", '``[{"path", "url", "ds_id"}]`` from '
+          "``.gitmodules``", api=False, fact=True),
+    Field("source", "text", '``"local"`` for the registry\'s own records, '
+          "else the name of the source it was synced from", api=False,
+          committed=False, search="field", column="SOURCE"),
+    Field("extraction_failures", "json", '``{extractor: {"message", "time", '
+          '"count"}}``', api=False, committed=False, search="field"),
+    Field("registry_path", "text", "path of the subdataset entry in the "
+          "registry (own records only)", api=False),
 )
-OWN_FIELDS = ("subdatasets", "source", "extraction_failures", "registry_path")
-FIELDS = API_FIELDS + OWN_FIELDS
 
-# Facts that describe the repository itself; a change in one of them is a
-# change worth reporting on re-submission (timestamps are not).
-FACT_FIELDS = (
-    "ds_id",
-    "annex_uuid",
-    "head",
-    "head_describe",
-    "head_dt",
-    "branches",
-    "tags",
-    "annex_key_count",
-    "annexed_files_in_wt_count",
-    "annexed_files_in_wt_size",
-    "git_objects_kb",
-    "subdatasets",
-)
+FIELDS = tuple(f.name for f in CATALOGUE)
+API_FIELDS = tuple(f.name for f in CATALOGUE if f.api)
+OWN_FIELDS = tuple(f.name for f in CATALOGUE if not f.api)
+FACT_FIELDS = tuple(f.name for f in CATALOGUE if f.fact)
+ORDER_KEYS = tuple(f.name for f in CATALOGUE if f.order)
+NOT_COMMITTED = tuple(f.name for f in CATALOGUE if not f.committed)
+INT_FIELDS = tuple(f.name for f in CATALOGUE if f.kind == "int")
+DATE_FIELDS = tuple(f.name for f in CATALOGUE if f.kind == "date")
+#: fields whose value must be a string (or null) in a record from elsewhere
+STR_FIELDS = tuple(f.name for f in CATALOGUE
+                   if f.kind in ("text", "date") and f.api and f.name != "url")
+SIZE_FIELDS = {f.name: f.size_unit for f in CATALOGUE if f.size_unit}
+#: what ``registry-search`` reports of a record (metadata only when asked)
+RESULT_FIELDS = tuple(n for n in FIELDS if n != "metadata")
+#: ``(field, header)`` of the columns of ``registry-search``'s table
+TABLE_COLUMNS = tuple((f.name, f.column) for f in CATALOGUE if f.column)
 
 
-def new_record(url: str, **facts) -> dict:
+class Record(TypedDict, total=False):
+    url: str
+    ds_id: str | None
+    annex_uuid: str | None
+    head: str | None
+    head_describe: str | None
+    head_dt: str | None
+    branches: dict | None
+    tags: list | None
+    annex_key_count: int | None
+    annexed_files_in_wt_count: int | None
+    annexed_files_in_wt_size: int | None
+    git_objects_kb: int | None
+    last_update_dt: str | None
+    last_chk_dt: str | None
+    processed: bool
+    metadata: list
+    subdatasets: list
+    source: str
+    extraction_failures: dict
+    registry_path: str | None
+
+
+def new_record(url: str, **facts) -> Record:
     """A record with every field present (None where unknown)."""
     rec = {f: None for f in FIELDS}
     rec.update(url=url, processed=False, metadata=[], source=LOCAL_SOURCE,
@@ -130,6 +178,25 @@ def strip_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
+# user:password@host:path (scp-like; git reads the password as part of the
+# user name, but it is a secret all the same)
+_SCP_PASSWORD = re.compile(r"(?<![\w/:@])([^@/:\s'\"]+):[^@/\s'\"]+@(?=[^/:\s]+:)")
+
+
+def scrub(text: str, secrets=()) -> str:
+    """Remove credentials from a message: ``user:pass@`` in URLs, and each
+    of ``secrets`` (URLs as given) replaced by its credential-free form."""
+    for s in secrets:
+        if s:
+            try:
+                text = text.replace(s, strip_credentials(s))
+            except ValueError:  # not even a URL urlsplit accepts
+                pass
+    text = _USERINFO.sub(r"\1", text)
+    return _SCP_PASSWORD.sub(r"\1@", text)
+
+
 def has_credentials(url: str) -> bool:
     return strip_credentials(url) != url
 
@@ -137,10 +204,12 @@ def has_credentials(url: str) -> bool:
 def canonical_url(url: str) -> str:
     """The form under which a repository is registered.
 
-    ``X``, ``X/`` and ``X.git`` name one repository: trailing slashes and a
-    ``.git`` suffix are removed, as are credentials; the scheme and host are
-    lower-cased; ``file:///p`` is the path ``/p``. Local paths must already be
-    absolute.
+    For a remote URL, ``X``, ``X/`` and ``X.git`` name one repository (git
+    servers answer for all three): trailing slashes and a ``.git`` suffix are
+    removed, as are credentials; the scheme and host are lower-cased. A local
+    path and its ``file://`` URL name one repository, but ``/p/x`` and
+    ``/p/x.git`` are two directories: only trailing slashes go. Local paths
+    must already be absolute.
     """
     url = strip_credentials(url.strip())
     parts = urlsplit(url)
@@ -149,12 +218,11 @@ def canonical_url(url: str) -> str:
         return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path,
                            parts.query, ""))
     if parts.scheme == "file":
-        # a file:// URL and the plain path name one repository
-        return _strip_repo_suffix(parts.path)
+        return parts.path.rstrip("/") or "/"
     m = _SCP_LIKE.match(url)
     if m and not url.startswith("/"):
         return f"{m['user'] or ''}{m['host'].lower()}:{_strip_repo_suffix(m['path'])}"
-    return _strip_repo_suffix(url)
+    return url.rstrip("/") or "/"
 
 
 def _strip_repo_suffix(path: str) -> str:
@@ -186,18 +254,78 @@ def registry_path_for_url(url: str) -> str:
     return "/".join(s for s in segments if s)
 
 
+#: Longest path component of a registry entry, in bytes: file systems
+#: allow 255; flattened clashing paths and clone names add to it.
+MAX_COMPONENT = 120
+
+
 def _safe_segment(segment: str) -> str:
     segment = re.sub(r"[^A-Za-z0-9_.+-]+", "_", segment)
     # a leading dot would hide the entry (and '.git' is git's own)
-    return segment.lstrip(".") or "_"
+    return fit_component(segment.lstrip(".") or "_")
+
+
+def fit_component(name: str, limit: int = MAX_COMPONENT) -> str:
+    """``name`` if it is short enough, else its head and a hash of the
+    whole (ASCII: the caller made it so)."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{name[:limit - 17]}-{digest}"
+
+
+# -- limits on what a record may hold ------------------------------------------------
+
+#: How deeply a metadata document (and any JSON value of a record) may nest.
+#: Real metadata nests ten levels at most; much deeper documents exist only to
+#: exhaust recursive code (libyaml crashes past ~25,000 levels).
+MAX_NESTING = 100
+#: DataLad-Registry's integer columns are 64-bit.
+INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def nesting_depth(obj, limit: int | None = None) -> int:
+    """How deeply ``obj`` nests (a scalar: 0, ``[]``: 1, ``[[1]]``: 2), found
+    without recursion; stops counting once past ``limit``."""
+    depth = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth = max(depth, level)
+        if limit is not None and depth > limit:
+            return depth
+        stack.extend((c, level + 1) for c in children
+                     if isinstance(c, (dict, list)))
+    return depth
+
+
+def too_deep(obj, what: str, limit: int = MAX_NESTING) -> str | None:
+    """A message if ``obj`` nests deeper than ``limit``, else None."""
+    if nesting_depth(obj, limit) > limit:
+        return f"{what} is nested too deeply (limit {limit})"
+    return None
+
+
+#: JSON's non-standard constants as strict JSON (json.loads'
+#: ``parse_constant``): NaN has no JSON value, infinities become strings,
+#: as YAML's do.
+STRICT_CONSTANTS = {"NaN": None, "Infinity": "Infinity",
+                    "-Infinity": "-Infinity"}
+
+
+def loads_strict(text):
+    """``json.loads`` that maps NaN/Infinity to strict JSON values."""
+    return json.loads(text, parse_constant=STRICT_CONSTANTS.__getitem__)
 
 
 # -- records from elsewhere ---------------------------------------------------------
 
-_INT_FIELDS = ("annex_key_count", "annexed_files_in_wt_count",
-               "annexed_files_in_wt_size", "git_objects_kb")
-_STR_FIELDS = ("ds_id", "annex_uuid", "head", "head_describe", "head_dt",
-               "last_update_dt", "last_chk_dt")
 
 
 def normalize_record(obj, source: str) -> dict:
@@ -211,14 +339,19 @@ def normalize_record(obj, source: str) -> dict:
     url = obj.get("url")
     if not isinstance(url, str) or not url.strip():
         raise ValueError("the record has no 'url'")
-    for f in _INT_FIELDS:
+    for f in INT_FIELDS:
         v = obj.get(f)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ValueError(f"'{f}' must be an integer or null, not {v!r}")
-    for f in _STR_FIELDS:
+            raise ValueError(f"'{f}' must be an integer or null, not "
+                             f"{_short(v)}")
+        if v is not None and not INT_MIN <= v <= INT_MAX:
+            raise ValueError(f"'{f}' is out of range (a 64-bit integer, as "
+                             "DataLad-Registry stores it)")
+    for f in STR_FIELDS:
         v = obj.get(f)
         if v is not None and not isinstance(v, str):
-            raise ValueError(f"'{f}' must be a string or null, not {v!r}")
+            raise ValueError(f"'{f}' must be a string or null, not "
+                             f"{_short(v)}")
     metadata = obj.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, list) or not all(
@@ -230,11 +363,24 @@ def normalize_record(obj, source: str) -> dict:
         v = obj.get(f)
         if v is not None and not isinstance(v, kind):
             raise ValueError(f"'{f}' must be a JSON {kind.__name__}")
+    for f, v in obj.items():
+        problem = too_deep(v, f"'{f}'") if f != "metadata" else next(
+            filter(None, (too_deep(m.get("extracted_metadata"),
+                                   f"the {m['extractor_name']} metadata")
+                          for m in metadata or ())), None)
+        if problem:
+            raise ValueError(problem)
     rec = new_record(strip_credentials(url))
     rec.update({k: v for k, v in obj.items() if k != "url"})
+    rec.pop("source", None)
     rec["metadata"] = rec.get("metadata") or []
     rec["subdatasets"] = rec.get("subdatasets") or []
     rec["extraction_failures"] = rec.get("extraction_failures") or {}
     rec["processed"] = bool(rec.get("processed"))
     rec["source"] = source
     return rec
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

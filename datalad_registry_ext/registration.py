@@ -1,6 +1,11 @@
 """Registering repositories: from a URL to a subdataset entry and a record.
 
-:func:`register` is what ``registry-submit`` runs. For each repository it
+:func:`submit` is what ``registry-submit`` runs: it resolves the given URLs
+and paths (and ``--from`` lists), creates the registry on first use,
+registers the batch and then extracts the metadata of what it registered
+(:mod:`metadata`), yielding result-shaped outcomes.
+
+:func:`register` registers a batch. For each repository it
 
 1. clones it into the clone cache (or fetches an existing clone),
 2. computes its facts (:mod:`facts`),
@@ -19,7 +24,6 @@ from the registry (:func:`reconcile_index`).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -29,9 +33,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from datalad_registry_ext import facts as facts_mod
+from datalad_registry_ext import metadata
 from datalad_registry_ext import registry as reg
-from datalad_registry_ext.index import Index, IndexCorrupt, local_index
-from datalad_registry_ext.locations import clone_cache_dir
+from datalad_registry_ext.clones import clone_location, clone_or_update
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.gitcmd import RepositoryError
+from datalad_registry_ext.index import Index, local_index
+from datalad_registry_ext.index_sync import own_records, reconcile_index
 from datalad_registry_ext.records import (
     LOCAL_SOURCE,
     canonical_url,
@@ -39,8 +47,10 @@ from datalad_registry_ext.records import (
     new_record,
     now_iso,
     registry_path_for_url,
+    scrub,
     strip_credentials,
 )
+from datalad_registry_ext.url_lists import UrlListError, read_url_list
 
 lgr = logging.getLogger("datalad.registry_ext.registration")
 
@@ -49,9 +59,10 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _SCP_LIKE = re.compile(r"^[^@/:\s]+@[^/:\s]+:")
 
 
-class InputError(ValueError):
-    """A submitted item is not something that can be registered."""
+class InputError(RegistryExtError, ValueError):
+    status = "impossible"
 
+    """A submitted item is not something that can be registered."""
 
 @dataclass(frozen=True)
 class Candidate:
@@ -70,6 +81,10 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
     item = item.strip()
     if not item:
         raise InputError("an empty string is not a URL or path")
+    if any(ord(c) < 32 or c == "\x7f" for c in item):
+        # a newline would end the .gitmodules line that records it
+        raise InputError(f"{scrub(item)!r} contains a control character; "
+                         "rename the directory or quote the URL properly")
     m = _SCHEME.match(item)
     if m:
         scheme = m[1].lower()
@@ -78,7 +93,11 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
                 f"URL scheme '{scheme}' is not supported (use one of: "
                 f"{', '.join(SUPPORTED_SCHEMES)}, a git@host:path address or "
                 "a local path)")
-        url = strip_credentials(item)
+        try:
+            url = strip_credentials(item)
+            canonical_url(url)
+        except ValueError as e:  # urlsplit: e.g. "Invalid IPv6 URL"
+            raise InputError(f"{scrub(item)} is not a valid URL ({e})") from e
         return Candidate(item, item, _trim(url))
     if _SCP_LIKE.match(item) and not os.path.exists(item):
         return Candidate(item, item, _trim(item))
@@ -96,16 +115,6 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
 
 def _trim(url: str) -> str:
     return url.rstrip("/") or "/"
-
-
-def clone_location(registry: Path, key: str) -> Path:
-    """Where the clone of a repository lives in the clone cache.
-
-    Readable (the registry path) and unique (a hash of the canonical URL), so
-    no two repositories ever share or nest clones.
-    """
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    return clone_cache_dir(registry) / f"{registry_path_for_url(key)}@{digest}"
 
 
 # -- the batch ---------------------------------------------------------------------
@@ -133,14 +142,12 @@ def register(registry: Path, candidates: Iterable[Candidate], *, jobs: int = 1,
 
     def work(c: Candidate):
         try:
-            clone, _ = facts_mod.clone_or_update(
-                c.source, clone_location(registry, c.key))
+            clone, _ = clone_or_update(c.source, clone_location(registry, c.key))
             return c, facts_mod.repository_facts(clone), None
-        except facts_mod.RepositoryError as e:
+        except RepositoryError as e:
             return c, None, str(e)
         except OSError as e:
-            return c, None, facts_mod.scrub(f"{type(e).__name__}: {e}",
-                                            [c.source])
+            return c, None, scrub(f"{type(e).__name__}: {e}", [c.source])
 
     computed = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -167,7 +174,7 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
         entries = reg.read_entries(registry)
         by_key = {canonical_url(r["url"]): r for r in entries.values()
                   if r.get("url")}
-        current = {r["url"]: r for r in index.records()}
+        current = {r["url"]: r for r in own_records(registry, index)}
         now = now_iso()
         outcomes, changed_records = [], []
         for c, facts in ok:
@@ -249,60 +256,89 @@ def _public(c: Candidate) -> str:
     return strip_credentials(c.given)
 
 
-# -- keeping the index in step with the registry ------------------------------------
+# -- register, then extract ---------------------------------------------------------
 
-def reconcile_index(registry: Path, index: Index | None = None) -> bool:
-    """Bring the index's own records up to the registry's HEAD if needed.
+ACTION = "registry_submit"
 
-    Returns True if the index had to be updated (a previous process died
-    between committing and writing the index, or the registry was changed
-    elsewhere, e.g. by a ``datalad update``).
+
+def submit(location: Path, items: Iterable[str] = (), *, from_file=None,
+           jobs: int = 1, extract: bool = True,
+           extractors: list[str] | None = None,
+           progress: Callable[[str, int, int], None] | None = None
+           ) -> Iterator[dict]:
+    """Register repositories, then extract their metadata.
+
+    ``items`` are URLs or local paths, ``from_file`` a URL list or DataLad's
+    ``datalad-repos.json`` (:mod:`url_lists`). The registry at ``location``
+    is created if nothing is there. Yields outcomes shaped like result records
+    (``action``, ``path``, ``type``, ``status``, ``message``, plus
+    ``url``, ``registry_path``, ``record``, ... ); extraction outcomes come
+    from :func:`metadata.extract`. ``progress(stage, done, total)`` reports
+    each stage ("Registering", "Extracting").
     """
-    index = index or local_index(registry)
-    state = {"registry_head": reg.head_commit(registry),
-             "metadata_state": reg.metadata_state(registry)}
-    try:
-        if index.exists() and all(index.meta().get(k) == v
-                                  for k, v in state.items()):
-            return False
-    except IndexCorrupt as e:
-        # the registry's own records are derived data: heal, don't fail
-        lgr.warning("%s; rebuilding it from the registry", e)
-    rebuild_index(registry, index)
-    return True
+    location = Path(location)
+    items = list(items)
 
+    def refusal(message, **fields):
+        return {"action": ACTION, "path": str(location), "type": "dataset",
+                "status": "impossible", "message": message, **fields}
 
-def rebuild_index(registry: Path, index: Index | None = None) -> int:
-    """Rewrite the index's own records from the registry superdataset.
-
-    The facts come from the registry's records file, the metadata from its
-    aggregated metalad store; metadata that only the index had (of plain git
-    repositories, which metalad cannot store) is kept. Returns the record
-    count.
-    """
-    from datalad_registry_ext.metadata import metadata_from_registry
-    index = index or local_index(registry)
-    with index.transaction(fresh=True) as txn:
-        head = reg.head_commit(registry)
-        entries = reg.read_entries(registry, head) if head else {}
+    if from_file:
+        path = Path(from_file).expanduser().absolute()
         try:
-            previous = {r["url"]: r for r in index.records()}
-        except IndexCorrupt:  # exactly what a rebuild replaces
-            previous = {}
-        records = []
-        for path, entry in sorted(entries.items()):
-            rec = new_record(entry["url"])
-            rec.update({k: v for k, v in entry.items() if v is not None})
-            rec["registry_path"] = path
-            old = previous.get(rec["url"])
-            if old:
-                rec["metadata"] = old.get("metadata") or []
-                rec["extraction_failures"] = old.get("extraction_failures") or {}
-            records.append(rec)
-        if head:
-            metadata_from_registry(
-                registry, {r["registry_path"]: r for r in records})
-        txn.replace_all(records)
-        txn.set_meta(registry_head=head,
-                     metadata_state=reg.metadata_state(registry))
-    return len(records)
+            listed, skipped = read_url_list(path)
+        except UrlListError as e:
+            yield dict(refusal(str(e)), path=str(path), type="file")
+            return
+        items += listed
+        for s in skipped:
+            yield refusal(f"{s['url']}: {s['reason']}", url=s["url"])
+    if not items:
+        if not from_file:
+            yield refusal("nothing to register: give URLs or paths, or "
+                          "--from FILE")
+        return
+
+    candidates = []
+    for item in items:
+        try:
+            candidates.append(resolve_input(item))
+        except InputError as e:
+            yield refusal(str(e), url=scrub(item))
+    if not candidates:
+        return
+
+    registry = reg.ensure_registry(location)
+
+    def stage(label):
+        return (lambda done, total: progress(label, done, total)) \
+            if progress else None
+
+    try:
+        outcomes = list(register(registry, candidates, jobs=jobs,
+                                 progress=stage("Registering")))
+    except RegistryExtError as e:
+        outcomes = [dict(url=c.url, status="error", message=str(e))
+                    for c in candidates]
+    registered = []
+    for o in outcomes:
+        rec = o.get("record") or {}
+        if o["status"] in ("ok", "notneeded") and rec:
+            registered.append(rec)
+        path = registry / rec["registry_path"] if rec.get(
+            "registry_path") else registry
+        yield {"action": ACTION, "path": str(path), "type": "dataset",
+               "status": o["status"], "message": o["message"],
+               "url": o["url"], "registry": str(registry),
+               "registry_path": rec.get("registry_path"),
+               "ds_id": rec.get("ds_id"), "head": rec.get("head"),
+               "change": o.get("change"), "changed": o.get("changed"),
+               "record": rec or None}
+
+    if extract and registered:
+        # as DataLad-Registry's pipeline: extraction follows registration
+        current = {r["url"]: r for r in own_records(registry)}
+        records = [current.get(r["url"], r) for r in registered]
+        yield from metadata.extract(
+            registry, records, extractors or metadata.configured_extractors(),
+            force=False, jobs=jobs, progress=stage("Extracting"))

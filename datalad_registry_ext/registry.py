@@ -27,19 +27,17 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from datalad_registry_ext.facts import RepositoryError, git
-from datalad_registry_ext.records import canonical_url
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.files import atomic_write
+from datalad_registry_ext.files import locked as file_locked
+from datalad_registry_ext.gitcmd import RepositoryError, git, read_gitmodules
+from datalad_registry_ext.records import NOT_COMMITTED, canonical_url, fit_component
 
 RECORDS_FILE = ".datalad/registry/records.jsonl"
 LOCK_NAME = "datalad-registry-ext.lock"
-LOCK_TIMEOUT = 600
-
-# record fields that are not stored in the registry's records file: metadata
-# lives in metalad's store, the rest only makes sense in an index
-NOT_COMMITTED = ("metadata", "source", "extraction_failures")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(RegistryExtError):
     """The registry superdataset cannot be created, read or written."""
 
 
@@ -59,7 +57,7 @@ def ensure_registry(path: Path | str) -> Path:
         raise RegistryError(
             f"{path} exists and is not a dataset; choose another registry "
             "location with -d or datalad.registry.dataset")
-    from datalad.api import create
+    from datalad.api import create  # heavy: only when creating
     try:
         create(path=str(path), annex=False, result_renderer="disabled")
     except Exception as e:  # datalad raises several kinds
@@ -152,18 +150,11 @@ def _gitlinks(registry: Path, commit: str) -> dict[str, str]:
 
 
 def _read_gitmodules(registry: Path, commit: str) -> dict[str, dict]:
-    """``{name: {key: value}}`` in file order."""
-    if _blob(registry, commit, ".gitmodules") is None:
-        return {}
-    out = git(["config", "--blob", f"{commit}:.gitmodules", "--list", "-z"],
-              cwd=registry)
-    sections: dict[str, dict] = {}
-    for item in out.split("\0"):
-        key, _, value = item.partition("\n")
-        m = re.match(r"^submodule\.(.+)\.([^.]+)$", key)
-        if m:
-            sections.setdefault(m[1], {})[m[2]] = value
-    return sections
+    try:
+        return read_gitmodules(registry, commit)
+    except RepositoryError as e:
+        raise RegistryError(f"the registry {registry}: {e}; repair or revert "
+                            "the commit that changed it") from e
 
 
 # -- allocating paths ----------------------------------------------------------------
@@ -188,7 +179,8 @@ def allocate_path(preferred: str, url: str, entries: dict[str, dict]) -> str:
     if not clashes(preferred):
         return preferred
     first, _, rest = preferred.partition("/")
-    flat = f"{first}/{rest.replace('/', '__')}" if rest else preferred
+    flat = f"{first}/{fit_component(rest.replace('/', '__'))}" if rest \
+        else preferred
     if not clashes(flat):
         return flat
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
@@ -198,19 +190,11 @@ def allocate_path(preferred: str, url: str, entries: dict[str, dict]) -> str:
 # -- writing ---------------------------------------------------------------------------
 
 @contextmanager
-def locked(registry: Path, timeout: float = LOCK_TIMEOUT):
+def locked(registry: Path):
     """Serialise writers of one registry across processes."""
-    from fasteners import InterProcessLock
     gitdir = Path(git(["rev-parse", "--absolute-git-dir"], cwd=registry).strip())
-    lock = InterProcessLock(str(gitdir / LOCK_NAME))
-    if not lock.acquire(timeout=timeout):
-        raise RegistryError(
-            f"another process has been writing to the registry {registry} for "
-            f"more than {timeout:.0f} s")
-    try:
+    with file_locked(gitdir / LOCK_NAME, what=f"the registry {registry}"):
         yield
-    finally:
-        lock.release()
 
 
 def commit_entries(registry: Path, records: list[dict], message: str,
@@ -220,6 +204,8 @@ def commit_entries(registry: Path, records: list[dict], message: str,
     Each record must carry ``registry_path``, ``url`` and ``head``. Call
     with the registry :func:`locked`. Returns the new commit.
     """
+    for rec in records:
+        _check_entry(rec)
     head = head_commit(registry)
     if expected_head is not None and head != expected_head:
         raise RegistryError("the registry changed while it was being written")
@@ -248,16 +234,16 @@ def commit_entries(registry: Path, records: list[dict], message: str,
     fd, tmp_index = tempfile.mkstemp(prefix="registry-ext-index.", dir=gitdir)
     os.close(fd)
     os.unlink(tmp_index)
-    env = _plumbing_env(tmp_index)
+    env = {"GIT_INDEX_FILE": tmp_index}
     try:
         if head:
-            git(["read-tree", head], cwd=registry, env=env)
-        git(["update-index", "--index-info"], cwd=registry, env=env,
+            git(["read-tree", head], cwd=registry, extra_env=env)
+        git(["update-index", "--index-info"], cwd=registry, extra_env=env,
             input="\n".join(index_lines) + "\n")
-        tree = git(["write-tree"], cwd=registry, env=env).strip()
+        tree = git(["write-tree"], cwd=registry, extra_env=env).strip()
         parent = ["-p", head] if head else []
         commit = git(["commit-tree", tree, *parent, "-F", "-"], cwd=registry,
-                     env=env, input=message).strip()
+                     extra_env=env, input=message).strip()
         # compare-and-swap: fails if anybody moved HEAD meanwhile
         git(["update-ref", "-m", "registry-ext: register", "HEAD", commit,
              head or "0" * 40], cwd=registry)
@@ -268,6 +254,21 @@ def commit_entries(registry: Path, records: list[dict], message: str,
             os.unlink(tmp_index)
     sync_worktree(registry)
     return commit
+
+
+def _check_entry(rec: dict) -> None:
+    """Refuse, before anything is written, an entry git or the file system
+    could not read back: control characters (a newline would end the
+    ``.gitmodules`` line) and path components over 255 bytes."""
+    path, url = rec["registry_path"], rec["url"]
+    for what, value in (("path", path), ("URL", url)):
+        if any(ord(c) < 32 or c == "\x7f" for c in value):
+            raise RegistryError(f"the {what} {value!r} contains a control "
+                                "character")
+    long = [c for c in path.split("/") if len(c.encode("utf-8")) > 255]
+    if long:
+        raise RegistryError(f"the registry path {path} has a component "
+                            "longer than 255 bytes")
 
 
 def sync_worktree(registry: Path) -> None:
@@ -285,23 +286,13 @@ def sync_worktree(registry: Path) -> None:
                 continue
         except OSError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".registry-ext.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        atomic_write(target, text)
     # an uninstalled subdataset is an empty directory, as DataLad leaves it
     for path in _gitlinks(registry, head):
         (registry / path).mkdir(parents=True, exist_ok=True)
     # refresh the index to HEAD (mixed reset); the work tree keeps the rest
     git(["reset", "--quiet", "--no-refresh"], cwd=registry, check=False)
     git(["update-index", "-q", "--refresh"], cwd=registry, check=False)
-
-
-def _plumbing_env(index_file: str) -> dict:
-    from datalad_registry_ext.facts import _git_env
-    env = _git_env()
-    env["GIT_INDEX_FILE"] = index_file
-    return env
 
 
 def _format_gitmodules(modules: dict[str, dict]) -> str:

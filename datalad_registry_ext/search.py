@@ -1,72 +1,133 @@
-"""Searching the index: load every source's records, query, order, page.
+"""Searching a registry: every source's records, one query, one ordered page.
 
-``registry-search`` is a thin layer over :func:`search`. The query language
-itself is in :mod:`datalad_registry_ext.query`, the statistics in
-:mod:`datalad_registry_ext.stats`.
+``registry-search`` (and later the server) calls :func:`search` or
+:func:`export`. A query is parsed once (:mod:`query`), then answered by the
+search database of each index (:mod:`engine`: SQLite, derived from the TinyDB
+file, rebuilt when missing, stale or damaged): counts add up, each database
+gives its first ``offset + limit`` records in order and the pages are merged
+with :func:`order_records`, statistics are merged from per-database parts.
+
+Engines stay open for the life of the process (a Python API user, a server):
+a search only re-checks the index file's fingerprint and, for the registry's
+own records, whether the registry moved (:mod:`index_sync`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from datalad_registry_ext.index import IndexCorrupt, all_indexes, local_index
+from datalad_registry_ext import engine as engine_mod
+from datalad_registry_ext.engine import Engine, EngineError
+from datalad_registry_ext.index import Index, IndexCorrupt, all_indexes, local_index
+from datalad_registry_ext.index_sync import rebuild_index, reconcile_index
+from datalad_registry_ext.query import parse
+from datalad_registry_ext.query.fields import to_timestamp
+from datalad_registry_ext.records import (
+    DATE_FIELDS,
+    LOCAL_SOURCE,
+    ORDER_KEYS,
+    RESULT_FIELDS,
+)
+from datalad_registry_ext.registry import RegistryError, is_registry
+from datalad_registry_ext.sources import export_jsonl
 
-# DataLad-Registry's order keys
-ORDER_KEYS = ("url", "annex_key_count", "annexed_files_in_wt_count",
-              "annexed_files_in_wt_size", "last_update_dt", "git_objects_kb")
-DATE_KEYS = ("last_update_dt",)
+lgr = logging.getLogger("datalad.registry_ext.search")
+
+METADATA_REFERENCE_KEYS = ("extractor_name", "extractor_version",
+                           "dataset_version")
+# full records are fetched from an engine this many at a time (export)
+_BATCH = 500
 
 
 @dataclass
 class SearchResult:
-    total: int            # how many records match
-    page: list[dict]      # the ordered (light) records within offset/limit
-    matching: list[dict]  # every matching (light) record, for statistics
+    total: int                 # how many records match
+    hits: list[dict]           # the page: result-shaped records (see below)
+    stats: dict | None = None  # collection statistics, when asked
+    query: str | None = None
+    offset: int = 0
+    sources: list[str] = field(default_factory=list)
 
 
-def searchable_indexes(registry: Path):
-    """``[(index, SearchView, light records)]`` for every index of ``registry``.
+# -- engines, one per index, kept open ------------------------------------------
 
-    The registry's own records are first brought up to date with the
-    registry superdataset (and rebuilt from it if their file is damaged). A
-    damaged file of a synced source raises IndexCorrupt saying how to
-    recover.
-    """
-    from datalad_registry_ext.registry import is_registry
-    if is_registry(registry):
-        from datalad_registry_ext.registration import reconcile_index
-        reconcile_index(registry)
-    out = []
-    for index in all_indexes(registry):
-        try:
-            view, light = index.searchable()
-        except IndexCorrupt as e:
-            raise IndexCorrupt(f"{e}; {_recovery_hint(registry, index)}") from e
-        out.append((index, view, light))
-    return out
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
 
 
-def _recovery_hint(registry: Path, index) -> str:
+def _recovery_hint(registry: Path, index: Index) -> str:
     if index.path == local_index(registry).path:
         return f"rebuild it with: datalad registry-sync -d {registry}"
     return ("delete it and import the source again with: "
             f"datalad registry-sync -d {registry} SOURCE")
 
 
-def full_records(registry: Path, light: list[dict]) -> list[dict]:
-    """The complete records (with metadata) of light records, same order."""
-    wanted = {(r.get("source"), r["url"]) for r in light}
-    found = {}
-    for index in all_indexes(registry):
+def open_engine(registry: Path, index: Index) -> Engine | None:
+    """The open search database of ``index`` (None when it has no file),
+    rebuilt from the TinyDB file when missing, stale or damaged."""
+    fingerprint = index.fingerprint()
+    if fingerprint is None:
+        return None
+    key = str(index.path)
+    with _engines_lock:
+        cached = _engines.get(key)
+        if cached is not None and cached.fingerprint == fingerprint:
+            return cached
         try:
-            for rec in index.records():
-                key = (rec.get("source"), rec["url"])
-                if key in wanted:
-                    found[key] = rec
-        except IndexCorrupt as e:
-            raise IndexCorrupt(f"{e}; {_recovery_hint(registry, index)}") from e
-    return [found.get((r.get("source"), r["url"]), r) for r in light]
+            opened = Engine.open(index.engine_path, fingerprint)
+        except EngineError:
+            opened = _rebuild_engine(registry, index)
+        if cached is not None:
+            cached.close()
+        _engines[key] = opened
+        return opened
 
+
+def _rebuild_engine(registry: Path, index: Index, heal: bool = True) -> Engine:
+    # under the index's lock: the records we read are the ones the
+    # fingerprint names, and two processes do not build at once
+    with index.locked():
+        fingerprint = index.fingerprint()
+        try:
+            return Engine.open(index.engine_path, fingerprint)
+        except EngineError:
+            pass  # nobody rebuilt it meanwhile
+        try:
+            records = index.records()
+        except IndexCorrupt as e:
+            own = index.path == local_index(registry).path
+            if not (heal and own and is_registry(registry)):
+                raise IndexCorrupt(
+                    f"{e}; {_recovery_hint(registry, index)}") from e
+            damage = e
+        else:
+            engine_mod.build(index.engine_path, records, fingerprint)
+            return Engine.open(index.engine_path, fingerprint)
+    # the registry's own records are derived data: heal them (which takes
+    # the lock itself: fcntl locks do not nest within a process)
+    lgr.warning("%s; rebuilding it from the registry", damage)
+    rebuild_index(registry, index)
+    return _rebuild_engine(registry, index, heal=False)
+
+
+def engines(registry: Path) -> list[Engine]:
+    """Open engines of every index of ``registry``, its own records first
+    (brought up to date with the registry superdataset)."""
+    registry = Path(registry)
+    if is_registry(registry):
+        reconcile_index(registry)
+    found = []
+    for index in all_indexes(registry):
+        eng = open_engine(registry, index)
+        if eng is not None:
+            found.append(eng)
+    return found
+
+
+# -- ordering -----------------------------------------------------------------------
 
 def order_records(records: list[dict], key: str = "last_update_dt",
                   direction: str = "desc") -> list[dict]:
@@ -74,9 +135,7 @@ def order_records(records: list[dict], key: str = "last_update_dt",
     if key not in ORDER_KEYS:
         raise ValueError(f"cannot order by {key!r}; use one of: "
                          f"{', '.join(ORDER_KEYS)}")
-    if key in DATE_KEYS:
-        from datalad_registry_ext.query.fields import to_timestamp
-
+    if key in DATE_FIELDS:
         def value(r):
             v = r.get(key)
             return to_timestamp(v) if v else None
@@ -93,20 +152,97 @@ def order_records(records: list[dict], key: str = "last_update_dt",
     return present + missing
 
 
-def search(registry: Path, query: str | None, *, order_by: str = "last_update_dt",
-           order_dir: str = "desc", offset: int = 0,
-           limit: int | None = None) -> SearchResult:
-    """Run ``query`` (the query language) over the registry's index.
+# -- searching ------------------------------------------------------------------------
 
-    Returns light records (see :func:`index.light_record`); use
-    :func:`full_records` for their metadata.
+def _hit(registry: Path, rec: dict, metadata: str | None) -> dict:
+    """A record as a search reports it: the result fields, the extractor
+    names, metadata when asked, and the path of a local record's entry."""
+    hit = {k: rec.get(k) for k in RESULT_FIELDS}
+    hit["extractors"] = rec.get("extractors") or sorted(
+        {m.get("extractor_name") for m in rec.get("metadata") or []
+         if isinstance(m, dict)} - {None})
+    if metadata == "content":
+        hit["metadata"] = rec.get("metadata") or []
+    elif metadata == "reference":
+        hit["metadata"] = [{k: m.get(k) for k in METADATA_REFERENCE_KEYS}
+                           for m in rec.get("metadata") or []]
+    local = rec.get("source") == LOCAL_SOURCE and rec.get("registry_path")
+    hit["path"] = str(registry / rec["registry_path"] if local else registry)
+    return hit
+
+
+def _ordered_page(found: list[Engine], tree, order_by, order_dir, need):
+    """``[(light record, engine)]``: the first ``need`` of all engines."""
+    tagged = []
+    for eng in found:
+        tagged += [(r, eng) for r in eng.page(tree, order_by, order_dir, need)]
+    if len(found) > 1:
+        owner = {id(r): eng for r, eng in tagged}
+        ordered = order_records([r for r, _ in tagged], order_by, order_dir)
+        tagged = [(r, owner[id(r)]) for r in ordered]
+    return tagged if need is None else tagged[:need]
+
+
+def _full(tagged) -> list[dict]:
+    """Full records (with metadata) of tagged light records, same order."""
+    by_engine: dict[int, tuple[Engine, list[str]]] = {}
+    for r, eng in tagged:
+        by_engine.setdefault(id(eng), (eng, []))[1].append(r["url"])
+    full = {}
+    for eng, urls in by_engine.values():
+        for url, rec in eng.records(urls).items():
+            full[(id(eng), url)] = rec
+    return [full.get((id(eng), r["url"]), r) for r, eng in tagged]
+
+
+def search(registry: Path, query: str | None = None, *,
+           order_by: str = "last_update_dt", order_dir: str = "desc",
+           offset: int = 0, limit: int | None = None,
+           metadata: str | None = None, stats: bool = False) -> SearchResult:
+    """Run ``query`` (the query language) over every index of ``registry``.
+
+    ``metadata``: None, ``"reference"`` or ``"content"``. Raises QueryError
+    for a bad query (before anything is opened), ValueError for a bad order
+    key, and the index's errors (damage it cannot heal names the file and
+    the command that repairs it).
     """
-    from datalad_registry_ext.query import parse
-    parse(query or "")  # a bad query fails before anything is loaded
-    matching = []
-    for _, view, light in searchable_indexes(registry):
-        matching += [light[i] for i in view.search(query or "")]
-    ordered = order_records(matching, order_by, order_dir)
-    end = None if limit is None else offset + limit
-    return SearchResult(total=len(matching), page=ordered[offset:end],
-                        matching=matching)
+    tree = parse(query or "")
+    if order_by not in ORDER_KEYS:
+        raise ValueError(f"cannot order by {order_by!r}; use one of: "
+                         f"{', '.join(ORDER_KEYS)}")
+    registry = Path(registry)
+    found = engines(registry)
+    total = sum(eng.count(tree) for eng in found)
+    need = None if limit is None else offset + limit
+    tagged = _ordered_page(found, tree, order_by, order_dir, need)[offset:]
+    records = _full(tagged) if metadata else [r for r, _ in tagged]
+    return SearchResult(
+        total=total, query=query, offset=offset,
+        hits=[_hit(registry, r, metadata) for r in records],
+        stats=engine_mod.merge_stats([eng.stats(tree) for eng in found])
+        if stats else None)
+
+
+def export(registry: Path, query: str | None, target: Path, *,
+           order_by: str = "last_update_dt", order_dir: str = "desc") -> int:
+    """Write every record matching ``query``, with metadata content, to
+    ``target`` as JSON Lines (gzip for ``.gz``). Returns the count."""
+    tree = parse(query or "")
+    found = engines(Path(registry))
+    tagged = _ordered_page(found, tree, order_by, order_dir, None)
+
+    def full_records() -> Iterator[dict]:
+        for i in range(0, len(tagged), _BATCH):
+            yield from _full(tagged[i:i + _BATCH])
+
+    return export_jsonl(full_records(), target)
+
+
+def require_registry(location: Path) -> None:
+    """Raise unless there is a registry, or at least an index, at
+    ``location`` (a typo in -d must not read as "nothing found")."""
+    if is_registry(location) or any(i.exists() for i in all_indexes(location)):
+        return
+    raise RegistryError(
+        f"there is no registry at {location} (registry-submit creates one, "
+        "registry-sync imports records into one)")

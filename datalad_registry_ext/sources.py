@@ -1,31 +1,61 @@
 """Where records come from besides ``registry-submit``: JSON Lines files.
 
 A JSON Lines file holds one record per line in DataLad-Registry's API v2
-shape, with metadata content (the shape of DataLad-Registry's bulk export).
-Plain or gzip-compressed (recognised by its content, not its name).
+shape, with metadata content (the shape of DataLad-Registry's bulk export and
+of ``registry-search --export``). Plain or gzip-compressed (recognised by its
+content, not its name).
 
 Importing a file replaces every record previously imported from the same
 file (records gone from the file are removed) and touches no other source.
 Lines that are not valid records are reported with their line number and
-skipped. A file that cannot be read to its end (missing, truncated gzip)
-changes nothing.
+skipped; when a URL appears on several lines, the last one wins and the
+earlier ones are reported as skipped. A file that cannot be read to its end
+(missing, truncated gzip, over a size cap) changes nothing.
+
+The file is read as a stream, twice: once to validate every line and find
+the last line of each URL, once to write the source's index file and its
+search database (:mod:`engine`) side by side. No more than one record is in
+memory at a time.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
-import os
-import tempfile
 import zlib
+from urllib.parse import unquote, urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import IO, Iterable, Iterator
 
-from datalad_registry_ext.index import source_index
-from datalad_registry_ext.records import normalize_record, now_iso
+from datalad import cfg
+
+from datalad_registry_ext import config
+from datalad_registry_ext import engine as engine_mod
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.files import atomic_file
+from datalad_registry_ext.index import Index, IndexCorrupt, source_index
+from datalad_registry_ext.index_sync import rebuild_index
+from datalad_registry_ext.records import (
+    LOCAL_SOURCE,
+    loads_strict,
+    normalize_record,
+    now_iso,
+    scrub,
+)
+from datalad_registry_ext.registry import is_registry
+
+#: the compression ratio is only judged past this many decompressed bytes
+#: (small files compress well for innocent reasons)
+RATIO_GRACE = 64 * 1024 * 1024
+_CHUNK = 1024 * 1024
 
 
-class SourceError(RuntimeError):
+def _limit(item: str) -> int:
+    return int(cfg.obtain(item))
+
+
+class SourceError(RegistryExtError):
     """A source cannot be read."""
 
 
@@ -40,98 +70,256 @@ class ImportSummary:
     problems: list[tuple[int, str]] = field(default_factory=list)
 
 
-def read_jsonl(path: Path | str, source: str) -> tuple[list[dict], list[tuple[int, str]]]:
-    """Records of a JSON Lines file, and ``(line number, problem)`` pairs."""
-    path = Path(path)
+def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """``(raw file, reader)``: the reader decompresses a gzip file."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = open(path, "rb")
+        magic = raw.read(2)
+        raw.seek(0)
     except OSError as e:
         raise SourceError(f"cannot read {path}: {e.strerror or e}") from e
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise SourceError(
-                f"{path} is a damaged or truncated gzip file ({e}); "
-                "nothing was imported") from e
-    records, problems, seen = [], [], {}
-    for n, line in enumerate(raw.split(b"\n"), 1):
+    if magic == b"\x1f\x8b":
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw, raw
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """``(line number, line)`` of a plain or gzipped file, streamed; a line
+    over the record size cap comes as ``(line number, None)``. Raises
+    SourceError for a damaged file or one over the size or ratio caps."""
+    record_max = _limit(config.RECORD_MAX_BYTES)
+    total_max = _limit(config.IMPORT_MAX_BYTES)
+    ratio_max = _limit(config.IMPORT_MAX_RATIO)
+    raw, f = _open(path)
+    total = 0
+    n = 0
+    try:
+        while True:
+            try:
+                line = f.readline(record_max + 1)
+                too_long = len(line) > record_max and not line.endswith(b"\n")
+                while line and too_long and not line.endswith(b"\n"):
+                    # skip to the end of the line, a chunk at a time
+                    total += len(line)
+                    line = f.readline(_CHUNK)
+            except (OSError, EOFError, zlib.error) as e:
+                raise SourceError(
+                    f"{path} is a damaged or truncated gzip file ({e}); "
+                    "nothing was imported") from e
+            if not line and not too_long:
+                return
+            total += len(line)
+            if total > total_max:
+                raise SourceError(
+                    f"{path} holds more than {total_max} bytes "
+                    f"({config.IMPORT_MAX_BYTES}); nothing was imported")
+            if f is not raw and total > RATIO_GRACE \
+                    and total > ratio_max * max(raw.tell(), 1):
+                raise SourceError(
+                    f"{path} decompresses to more than {ratio_max} times its "
+                    f"size (a decompression bomb? see "
+                    f"{config.IMPORT_MAX_RATIO}); nothing was imported")
+            n += 1
+            yield n, None if too_long else line
+    finally:
+        f.close()
+        raw.close()
+
+
+def _records(path: Path, source: str
+             ) -> Iterator[tuple[int, dict | None, str | None]]:
+    """``(line number, record, None)`` or ``(line number, None, problem)``."""
+    for n, line in _lines(path):
+        if line is None:
+            yield n, None, (f"longer than {_limit(config.RECORD_MAX_BYTES)} "
+                            f"bytes ({config.RECORD_MAX_BYTES})")
+            continue
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads_strict(line)
         except (ValueError, UnicodeDecodeError) as e:
-            problems.append((n, f"not valid JSON ({e})"))
+            yield n, None, f"not valid JSON ({e})"
+            continue
+        except RecursionError:
+            yield n, None, "nested too deeply to be read"
             continue
         try:
-            rec = normalize_record(obj, source)
+            yield n, normalize_record(obj, source), None
         except ValueError as e:
-            problems.append((n, str(e)))
-            continue
-        if rec["url"] in seen:
-            line, pos = seen[rec["url"]]
-            problems.append((n, f"{rec['url']} was already on line {line}; "
-                                "this line replaces it"))
-            records[pos] = rec
-            continue
-        seen[rec["url"]] = (n, len(records))
-        records.append(rec)
+            yield n, None, str(e)
+
+
+def _digest(rec: dict) -> str:
+    return hashlib.sha1(json.dumps(rec, sort_keys=True, ensure_ascii=False,
+                                   default=str).encode("utf-8", "replace")
+                        ).hexdigest()
+
+
+def read_jsonl(path: Path | str, source: str
+               ) -> tuple[list[dict], list[tuple[int, str]]]:
+    """Records of a JSON Lines file (the last line of each URL), and
+    ``(line number, problem)`` pairs. Holds every record in memory: for
+    small files and tests; imports use :func:`import_jsonl`."""
+    path = Path(path)
+    last, problems = _scan(path, source)
+    records = [rec for n, rec, _ in _records(path, source)
+               if rec is not None and last.get(rec["url"], (0,))[0] == n]
     return records, problems
+
+
+def _scan(path: Path, source: str):
+    """Pass 1: ``{url: (last line, digest)}`` and the problems."""
+    last: dict[str, tuple[int, str]] = {}
+    problems = []
+    for n, rec, problem in _records(path, source):
+        if rec is None:
+            problems.append((n, problem))
+            continue
+        url = rec["url"]
+        if url in last:
+            problems.append((last[url][0], f"{url} appears again on line {n}, "
+                                           "which replaces this line"))
+        last[url] = (n, _digest(rec))
+    problems.sort()
+    return last, problems
+
+
+def _previous_digests(index: Index) -> dict[str, str]:
+    """``{url: digest}`` of what the source's index holds now."""
+    fingerprint = index.fingerprint()
+    if fingerprint is None:
+        return {}
+    try:
+        with engine_mod.Engine.open(index.engine_path, fingerprint) as eng:
+            return {r["url"]: _digest(r) for r in eng.iter_records()}
+    except engine_mod.EngineError:
+        pass
+    try:
+        return {r["url"]: _digest(r) for r in index.records()
+                if isinstance(r, dict) and "url" in r}
+    except IndexCorrupt:  # a damaged previous import is simply replaced
+        return {}
 
 
 def import_jsonl(registry: Path, path: Path | str) -> ImportSummary:
     """Replace the records of the source ``path`` in the registry's index."""
     path = Path(path).absolute()
     source = str(path)
-    records, problems = read_jsonl(path, source)
+    last, problems = _scan(path, source)
     summary = ImportSummary(source=source, problems=problems,
-                            imported=len(records))
+                            imported=len(last))
     index = source_index(registry, source)
-    with index.transaction(fresh=True) as txn:
-        try:
-            old = {r["url"]: r for r in index.records()}
-        except Exception:  # a corrupt previous import is simply replaced
-            old = {}
-        for rec in records:
-            prev = old.pop(rec["url"], None)
+    with index.locked():
+        old = _previous_digests(index)
+        for url, (_, digest) in last.items():
+            prev = old.pop(url, None)
             if prev is None:
                 summary.added += 1
-            elif prev == rec:
+            elif prev == digest:
                 summary.unchanged += 1
             else:
                 summary.updated += 1
         summary.removed = len(old)
-        txn.replace_all(records)
-        txn.set_meta(source=source, kind="jsonl", synced=now_iso(),
-                     count=len(records))
-    # prepare the search cache now, so the first search is fast too
-    index.searchable()
+
+        with engine_mod.Builder(index.engine_path) as builder:
+            def chosen() -> Iterator[dict]:
+                for n, rec, _ in _records(path, source):
+                    if rec is not None and last.get(rec["url"], (0,))[0] == n:
+                        builder.add(rec)
+                        yield rec
+
+            index.write_records(chosen(), dict(
+                source=source, kind="jsonl", synced=now_iso(),
+                count=len(last)))
+            builder.finish(index.fingerprint())
     return summary
 
 
-def export_jsonl(records: Iterable[dict], path: Path | str) -> int:
-    """Write records as JSON Lines (gzip if the name ends in ``.gz``).
-
-    Written to a temporary file and renamed, like every write of ours.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp",
-                               dir=path.parent)
-    n = 0
+def _strict_json(rec: dict) -> str:
+    """One line of strict JSON: a NaN that reached an index (a legacy
+    extractor's own file reading) is written as null, infinities as
+    strings."""
     try:
-        with os.fdopen(fd, "wb") as raw:
-            out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) \
-                if path.name.endswith(".gz") else raw
-            for rec in records:
-                out.write(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
-                n += 1
-            if out is not raw:
-                out.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return json.dumps(rec, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(loads_strict(json.dumps(rec)), ensure_ascii=False)
+
+
+def export_jsonl(records: Iterable[dict], path: Path | str) -> int:
+    """Write records as JSON Lines (gzip if the name ends in ``.gz``),
+    atomically (:func:`files.atomic_file`). Returns the count."""
+    path = Path(path)
+    n = 0
+    with atomic_file(path, "wb") as raw:
+        out = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) \
+            if path.name.endswith(".gz") else raw
+        for rec in records:
+            out.write(_strict_json(rec).encode() + b"\n")
+            n += 1
+        if out is not raw:
+            out.close()
     return n
+
+
+# -- registry-sync ---------------------------------------------------------------------
+
+ACTION = "registry_sync"
+
+
+def sync(location: Path, source: str | None = None) -> Iterator[dict]:
+    """What ``registry-sync`` does: import SOURCE (a JSON Lines file, also
+    as a ``file://`` URL), or without one, rebuild the index of the
+    registry's own records from the registry. Yields result-shaped
+    outcomes."""
+    location = Path(location)
+    if source is None:
+        yield from _rebuild(location)
+        return
+    path = _source_path(source)
+    if path is None:
+        yield {"action": ACTION, "path": str(location), "type": "dataset",
+               "status": "impossible", "source": scrub(source),
+               "message": f"cannot sync from {scrub(source)}: only JSON Lines "
+                          "files are supported as sources so far"}
+        return
+    base = {"action": ACTION, "path": str(path), "type": "file",
+            "source": str(path)}
+    try:
+        summary = import_jsonl(location, path)
+    except SourceError as e:
+        yield dict(base, status="error", message=str(e))
+        return
+    for line, problem in summary.problems:
+        yield dict(base, status="error", line=line,
+                   message=f"{path} line {line}: {problem} (skipped)")
+    yield dict(
+        base, status="ok", imported=summary.imported, added=summary.added,
+        updated=summary.updated, removed=summary.removed,
+        unchanged=summary.unchanged, skipped=len(summary.problems),
+        message=(f"imported {summary.imported} records from {path} "
+                 f"({summary.added} new, {summary.updated} updated, "
+                 f"{summary.removed} removed, {len(summary.problems)} lines "
+                 "skipped)"))
+
+
+def _source_path(source: str) -> Path | None:
+    """The local file a SOURCE names, or None for a URL of another kind."""
+    parts = urlsplit(source)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path)).absolute()
+    if parts.scheme and len(parts.scheme) > 1 and parts.netloc:
+        return None  # http(s)://, ssh://, ... (a drive letter is not a scheme)
+    return Path(source).expanduser().absolute()
+
+
+def _rebuild(location: Path) -> Iterator[dict]:
+    base = {"action": ACTION, "path": str(location), "type": "dataset"}
+    if not is_registry(location):
+        yield dict(base, status="impossible",
+                   message=f"there is no registry at {location} to rebuild "
+                           "the index from (registry-submit creates one)")
+        return
+    n = rebuild_index(location)
+    yield dict(base, status="ok", source=LOCAL_SOURCE, records=n,
+               message=f"rebuilt the index of {location}: {n} records")

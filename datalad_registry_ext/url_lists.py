@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.records import scrub
+
 # service -> suffix that turns the page URL into the clone URL
 DASHBOARD_SERVICES = {
     "github": ".git",
@@ -27,8 +30,9 @@ UNSUPPORTED_SERVICES = {
 }
 
 
-class UrlListError(ValueError):
+class UrlListError(RegistryExtError, ValueError):
     """The file cannot be read as a list of repositories."""
+    status = "impossible"
 
 
 def read_url_list(path: Path | str) -> tuple[list[str], list[dict]]:
@@ -50,12 +54,13 @@ def read_url_list(path: Path | str) -> tuple[list[str], list[dict]]:
     if text.lstrip().startswith(("{", "[")):
         return _read_dashboard(path, text)
     urls = []
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             if any(c.isspace() for c in line):
                 raise UrlListError(
-                    f"{path}: {line!r} is not a URL (one URL per line)")
+                    f"{path} line {n}: {scrub(line)!r} is not a URL (one URL "
+                    "per line)")
             urls.append(line)
     return urls, []
 

@@ -10,7 +10,7 @@ from datalad_registry_ext.aggregate import add_aggregated, dump_aggregated
 from datalad_registry_ext.config import DEFAULT_EXTRACTORS
 from datalad_registry_ext.extraction import extract_dataset
 
-from .test_extractors import FULL_FILES, make_dataset, write_files
+from .fixtures import copy_dataset, make_dataset, write_files
 
 PATH_R = "github.com/o/r"
 PATH_S = "github.com/o/s"
@@ -48,17 +48,26 @@ def entries_for(outcomes, path):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("aggregate")
-    ds_r = make_dataset(base / "r", FULL_FILES)
-    ds_s = make_dataset(base / "s", {"dandiset.yaml": "name: s\n",
-                                     "datacite.yml": "title: S\n"})
-    registry = create(str(base / "registry"), result_renderer="disabled")
+def sources(tmp_path_factory, full_ds, full_outcomes):
+    """The datasets to register and their extraction outcomes (read-only):
+    r is the session's full dataset, s a small one."""
+    ds_s = make_dataset(tmp_path_factory.mktemp("aggregate") / "s",
+                        {"dandiset.yaml": "name: s\n",
+                         "datacite.yml": "title: S\n"}, to_git=True)
+    out_s = extract_dataset(ds_s.path, DEFAULT_EXTRACTORS)
+    return full_ds, ds_s, full_outcomes, out_s
+
+
+@pytest.fixture
+def setup(tmp_path, sources):
+    """A registry of the test's own (annex-less, as registry-submit creates
+    them) with r and s registered and no metadata yet."""
+    ds_r, ds_s, out_r, out_s = sources
+    registry = create(str(tmp_path / "registry"), annex=False,
+                      result_renderer="disabled")
     register(registry, ds_r, PATH_R)
     register(registry, ds_s, PATH_S)
-    out_r = extract_dataset(ds_r.path, DEFAULT_EXTRACTORS)
-    out_s = extract_dataset(ds_s.path, DEFAULT_EXTRACTORS)
-    return base, registry, ds_r, ds_s, out_r, out_s
+    return tmp_path, registry, ds_r, ds_s, out_r, out_s
 
 
 def test_add_dump_commit_clone(setup):
@@ -122,7 +131,9 @@ def test_add_dump_commit_clone(setup):
 def test_re_extraction_replaces_old_version(setup):
     base, registry, ds_r, ds_s, out_r, out_s = setup
     add_aggregated(registry.path, entries_for(out_s, PATH_S))
-    # the dataset moves on; the registry HEAD stays where it is
+    # the dataset moves on (a copy: the module's s stays as registered);
+    # the registry HEAD stays where it is
+    ds_s = copy_dataset(ds_s, base / "s")
     write_files(ds_s.path, {"dandiset.yaml": "name: s, version 2\n"})
     ds_s.save(result_renderer="disabled")
     new = extract_dataset(ds_s.path, ["dandi", "datacite_gin"])

@@ -5,16 +5,16 @@ import subprocess
 import pytest
 from datalad.api import registry_extract, registry_search, registry_submit
 
-from datalad_registry_ext import registration
+from datalad_registry_ext import index_sync
 from datalad_registry_ext.config import DEFAULT_EXTRACTORS
 from datalad_registry_ext.index import local_index
 
-from .fixtures import run
-from .test_extractors import (  # noqa: F401  (fixtures)
+from .fixtures import (
     DATASET_DESCRIPTION,
-    FULL_FILES,
     make_dataset,
     make_git_repo,
+    run,
+    set_user_dirs,
 )
 
 
@@ -31,17 +31,20 @@ def record(registry, url):
 
 
 @pytest.fixture(scope="module")
-def submitted(tmp_path_factory):
-    """The dataset of the issue's "done when", submitted with extraction."""
+def submitted(tmp_path_factory, full_ds):
+    """The dataset of the issue's "done when", submitted with extraction.
+
+    Read-only for the tests; its registry's index is in the user dirs under
+    ``root``.
+    """
     root = tmp_path_factory.mktemp("extract-cmd")
-    ds = make_dataset(root / "full", FULL_FILES)
     registry = root / "registry"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        res = call(registry_submit, [ds.path], dataset=str(registry))
+        set_user_dirs(mp, root)
+        res = call(registry_submit, [full_ds.path], dataset=str(registry))
         index_records = local_index(registry).records()
         index_text = local_index(registry).path.read_text()
-    return {"ds": ds, "registry": registry, "results": res, "root": root,
+    return {"ds": full_ds, "registry": registry, "results": res, "root": root,
             "records": index_records, "index_text": index_text}
 
 
@@ -78,7 +81,8 @@ def test_submit_extracts_all_seven_by_default(submitted):
     assert submitted["ds"].id in json.dumps(core)
 
 
-def test_meta_dump_shows_the_same_records_at_the_dataset_path(submitted):
+def test_meta_dump_shows_the_same_records_at_the_dataset_path(submitted,
+                                                              tmp_path):
     registry = submitted["registry"]
     (rec,) = submitted["records"]
     out = run("datalad", "meta-dump", "-d", str(registry), "-r")
@@ -93,7 +97,7 @@ def test_meta_dump_shows_the_same_records_at_the_dataset_path(submitted):
             m["dataset_version"]
 
     # a clone of the registry that fetches refs/datalad/* carries them
-    clone = submitted["root"] / "registry-clone"
+    clone = tmp_path / "registry-clone"
     run("git", "clone", "-q", "-o", "origin", str(registry), str(clone))
     run("git", "fetch", "-q", "origin", "refs/datalad/*:refs/datalad/*",
         cwd=clone)
@@ -106,7 +110,7 @@ def test_meta_dump_shows_the_same_records_at_the_dataset_path(submitted):
 def test_index_rebuilt_from_registry_has_the_metadata(submitted, tmp_path):
     registry = submitted["registry"]
     # a fresh cache: the index is rebuilt from the registry alone
-    registration.rebuild_index(registry)
+    index_sync.rebuild_index(registry)
     (rec,) = local_index(registry).records()
     (orig,) = submitted["records"]
     mine = {m["extractor_name"]: m["extracted_metadata"] for m in rec["metadata"]}
@@ -117,7 +121,7 @@ def test_index_rebuilt_from_registry_has_the_metadata(submitted, tmp_path):
 
 def test_search_finds_extracted_metadata(submitted):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(submitted["root"] / "cache"))
+        set_user_dirs(mp, submitted["root"])
         res = call(registry_search, 'metadata[bids_dataset].Authors:"john roe"',
                    dataset=str(submitted["registry"]))
         assert len(res) == 1
@@ -130,7 +134,7 @@ def test_search_finds_extracted_metadata(submitted):
 def registry_with(tmp_path):
     ds = make_dataset(tmp_path / "ds", {
         "dataset_description.json": json.dumps(DATASET_DESCRIPTION),
-        "datacite.yml": "title: First title\nauthors: []\n"})
+        "datacite.yml": "title: First title\nauthors: []\n"}, to_git=True)
     registry = tmp_path / "registry"
     res = call(registry_submit, [ds.path], dataset=str(registry))
     assert res[0]["status"] == "ok"
@@ -201,7 +205,8 @@ def test_failed_reextraction_keeps_old_metadata_and_records_failure(
 
 
 def test_no_extract(tmp_path):
-    ds = make_dataset(tmp_path / "ds", {"dandiset.yaml": "name: x\n"})
+    ds = make_dataset(tmp_path / "ds", {"dandiset.yaml": "name: x\n"},
+                      to_git=True)
     registry = tmp_path / "registry"
     res = call(registry_submit, [ds.path], dataset=str(registry), extract=False)
     assert [r["action"] for r in res] == ["registry_submit"]

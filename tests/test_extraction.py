@@ -4,8 +4,6 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-
 from datalad.api import clone
 from datalad_metalad.extractors.base import (
     DataOutputCategory,
@@ -20,16 +18,14 @@ from datalad_registry_ext.extraction import (
     extract_many,
 )
 
-from .test_extractors import (  # noqa: F401  (fixture)
+from .fixtures import (
     ALIAS_BOMB,
     DATAPACKAGE,
     DATASET_DESCRIPTION,
     RFC822,
     STUDYMINIMETA,
-    full_ds,
     make_dataset,
     make_git_repo,
-    max_bytes_env,
 )
 
 INDEX_KEYS = {"extractor_name", "extractor_version", "extraction_parameter",
@@ -43,11 +39,6 @@ METALAD_KEYS = {"type", "dataset_id", "dataset_version", "extractor_name",
 
 def by_name(outcomes):
     return {o["extractor"]: o for o in outcomes}
-
-
-@pytest.fixture(scope="module")
-def full_outcomes(full_ds):
-    return extract_dataset(full_ds.path, DEFAULT_EXTRACTORS)
 
 
 def test_all_default_extractors_on_full_dataset(full_ds, full_outcomes):
@@ -125,7 +116,8 @@ def test_extracted_content(full_ds, full_outcomes):
 
 
 def test_required_file_missing_is_notneeded(tmp_path):
-    ds = make_dataset(tmp_path / "empty", {"README": "nothing here\n"})
+    ds = make_dataset(tmp_path / "empty", {"README": "nothing here\n"},
+                      to_git=True)
     out = by_name(extract_dataset(ds.path, DEFAULT_EXTRACTORS))
     assert out["metalad_core"]["status"] == "ok"
     for name in DEFAULT_EXTRACTORS:
@@ -203,7 +195,7 @@ def test_metalad_extractor_reporting_error(tmp_path):
     # extractor itself reports an error result
     ds = make_dataset(tmp_path / "ds", {
         ".studyminimeta.yaml": "study:\n  name: x\n",
-        "dandiset.yaml": "name: fine\n"})
+        "dandiset.yaml": "name: fine\n"}, to_git=True)
     out = by_name(extract_dataset(ds.path, ["metalad_studyminimeta",
                                             "dandi"]))
     smm = out["metalad_studyminimeta"]
@@ -225,7 +217,7 @@ BAD_SYNTAX = {
 
 
 def test_invalid_files_are_errors(tmp_path):
-    ds = make_dataset(tmp_path / "bad", BAD_SYNTAX)
+    ds = make_dataset(tmp_path / "bad", BAD_SYNTAX, to_git=True)
     out = by_name(extract_dataset(ds.path, DEFAULT_EXTRACTORS))
     expected = {
         "bids_dataset": "invalid JSON in dataset_description.json at line 1",
@@ -251,7 +243,7 @@ def test_alias_bombs_are_errors(tmp_path):
         "datacite.yml": ALIAS_BOMB,
         "dandiset.yaml": ALIAS_BOMB,
         ".studyminimeta.yaml": ALIAS_BOMB,
-    })
+    }, to_git=True)
     out = by_name(extract_dataset(ds.path, DEFAULT_EXTRACTORS))
     for name, fname in (("datacite_gin", "datacite.yml"),
                         ("dandi", "dandiset.yaml"),
@@ -314,7 +306,7 @@ def test_legacy_extractors_do_not_fetch_content(tmp_path):
         "datapackage.json": json.dumps(DATAPACKAGE),
         ".datalad/meta.rfc822": RFC822,
         "big.dat": bytes(range(256)) * 16,  # binary: annexed
-    })
+    }, to_git=True)
     assert origin.repo.is_under_annex(["big.dat"]) == [True]
     cl = clone(origin.path, str(tmp_path / "clone"),
                result_renderer="disabled")
@@ -340,7 +332,8 @@ def test_annexed_metadata_without_content(tmp_path):
 
 
 def test_extract_many(tmp_path, full_ds):
-    other = make_dataset(tmp_path / "other", {"dandiset.yaml": "name: o\n"})
+    other = make_dataset(tmp_path / "other", {"dandiset.yaml": "name: o\n"},
+                         to_git=True)
     paths = [full_ds.path, other.path, full_ds.path]
     seq = extract_many(paths, ["dandi", "bids_dataset"], jobs=1)
     par = extract_many(paths, "dandi bids_dataset", jobs=2)

@@ -1,7 +1,4 @@
-"""Our light extractors (bids_dataset, datacite_gin, dandi) and safe loading.
-
-Also holds the dataset builders the extraction and aggregation tests use.
-"""
+"""Our light extractors (bids_dataset, datacite_gin, dandi) and safe loading."""
 import json
 import os
 import subprocess
@@ -10,9 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-import datalad
-from datalad.api import create
 
 from datalad_registry_ext.extractors import _files
 from datalad_registry_ext.extractors._files import (
@@ -31,182 +25,13 @@ from datalad_registry_ext.extractors.bids import (
 from datalad_registry_ext.extractors.dandi import DandiExtractor
 from datalad_registry_ext.extractors.datacite_gin import DataciteGinExtractor
 
-# -- dataset builders (imported by the other test modules) ---------------------
-
-RFC822 = """\
-Name: studyforrest_phase2
-License: CC0-1.0
- The person who associated a work with this deed has dedicated the work
- to the public domain.
-Author: Mike One <mike@example.com>, Anna Two <anna@example.com>
-Homepage: http://studyforrest.org
-DOI: 10.5281/zenodo.48421
-Description: Basic summary
- A text with arbitrary length.
-"""
-
-DATASET_DESCRIPTION = {
-    "Name": "A test BIDS dataset",
-    "BIDSVersion": "1.6.0",
-    "DatasetType": "raw",
-    "License": "CC0",
-    "Authors": ["Jane Doe", "John Roe"],
-    "DatasetDOI": "10.0000/test",
-}
-
-PARTICIPANTS = "participant_id\tage\tsex\nsub-01\t30\tF\nsub-02\t41\tM\n"
-
-DATACITE = """\
-authors:
-  - firstname: "Jane"
-    lastname: "Doe"
-    affiliation: "Some University"
-    id: "ORCID:0000-0001-0002-0003"
-title: "A dataset title"
-description: |
-  A longer description of the dataset.
-
-keywords:
-  - neuroscience
-  - test
-license:
-  name: "Creative Commons CC0 1.0 Public Domain Dedication"
-  url: "https://creativecommons.org/publicdomain/zero/1.0/"
-funding:
-  - "DFG, XY 123/4-5"
-references:
-  - id: "doi:10.1234/abc"
-    reftype: "IsSupplementTo"
-    citation: "Doe J (2020) A paper."
-resourcetype: Dataset
-templateversion: 1.2
-"""
-
-DATAPACKAGE = {
-    "name": "test-package",
-    "title": "A test data package",
-    "description": "Data package description",
-    "keywords": ["alpha", "beta"],
-    "version": "1.0.0",
-    "homepage": "https://example.com/pkg",
-    "author": {"name": "Jane Doe", "email": "jane@example.com"},
-    "license": {"type": "CC-BY-4.0"},
-}
-
-STUDYMINIMETA = """\
-study:
-  name: An example study
-  purpose: a short description of the study
-  principal_investigator: a@example.com
-  keyword: [k1, k2]
-  funding: [DFG]
-  contributor: [a@example.com, b@example.com]
-  start_date: 01.01.2020
-  end_date: 02.02.2020
-dataset:
-  name: Dataset for an example study
-  location: http://example.com/datalad/example_study
-  description: Data that was collected to prove something
-  author: [a@example.com, b@example.com]
-  keywords: [d_k1, d_k2]
-  standard: [dicom, ebdsi]
-  funding: [DFG]
-person:
-  a@example.com:
-    given_name: Alex
-    last_name: Meyer
-    orcid-id: 0000-0001-0002-0033
-    title: Prof. Dr.
-    contact_information: Corner broadway and main
-    affiliation: Big Old University
-  b@example.com:
-    given_name: Bernd
-    last_name: Muller
-    orcid-id: 0000-0001-0002-0034
-    title: MD
-    contact_information: central plaza
-    affiliation: RRU-SSLT
-publication:
-  - title: Publication Numero Unos
-    year: 2001
-    author: [a@example.com, b@example.com]
-    doi: doi:1112-23232-0
-    volume: 30
-    issue: 4
-    pages: 1-1200
-    publisher: Renato
-"""
-
-DANDISET = """\
-identifier: DANDI:000027
-name: test-dandi-ds
-description: A DANDI test set
-license:
-  - spdx:CC-BY-4.0
-contributor:
-  - name: Doe, Jane
-    roleName: [dcite:ContactPerson]
-schemaVersion: 0.6.4
-"""
-
-FULL_FILES = {
-    ".datalad/meta.rfc822": RFC822,
-    "dataset_description.json": json.dumps(DATASET_DESCRIPTION, indent=2),
-    "participants.tsv": PARTICIPANTS,
-    "README.md": "# A test dataset\n\nWith a README.\n",
-    "sub-01/anat/sub-01_T1w.nii.gz": "t1-01",
-    "sub-02/anat/sub-02_T1w.nii.gz": "t1-02",
-    "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-1_bold.nii.gz": "b1",
-    "sub-01/ses-pre/func/sub-01_ses-pre_task-rest_run-2_bold.nii.gz": "b2",
-    "task-rest_bold.json": '{"RepetitionTime": 2}',
-    "derivatives/sub-99/anat/sub-99_T1w.nii.gz": "ignored",
-    "datacite.yml": DATACITE,
-    "datapackage.json": json.dumps(DATAPACKAGE, indent=2),
-    ".studyminimeta.yaml": STUDYMINIMETA,
-    "dandiset.yaml": DANDISET,
-}
-
-# Billion laughs: 9 levels of 9 aliases -> 9**9 nodes when expanded.
-ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9)
-    + "]\n" for i in range(8))
-
-
-def write_files(root, files: dict) -> None:
-    for rel, content in files.items():
-        path = Path(root, rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "wb" if isinstance(content, bytes) else "w"
-        with open(path, mode) as f:
-            f.write(content)
-
-
-def make_dataset(path, files: dict, *, to_git: bool = True):
-    """A DataLad dataset holding ``files`` (small files go to git unless
-    ``to_git`` is False, then everything but .datalad is annexed)."""
-    ds = create(str(path), result_renderer="disabled",
-                **({"cfg_proc": "text2git"} if to_git else {}))
-    write_files(path, files)
-    ds.save(result_renderer="disabled", message="metadata files")
-    return ds
-
-
-def make_git_repo(path, files: dict) -> Path:
-    """A plain git repository (no DataLad id) holding ``files``."""
-    path = Path(path)
-    path.mkdir(parents=True)
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    write_files(path, files)
-    subprocess.run(["git", "-C", str(path), "add", "."], check=True)
-    subprocess.run(["git", "-C", str(path), "commit", "-q", "-m", "files"],
-                   check=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def full_ds(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("extractors") / "full",
-                        FULL_FILES)
+from .fixtures import (
+    ALIAS_BOMB,
+    DANDISET,
+    DATASET_DESCRIPTION,
+    make_dataset,
+    write_files,
+)
 
 
 def run_ours(cls, ds):
@@ -296,7 +121,8 @@ def test_meta_extract_cli_uses_our_extractors(full_ds):
 
 
 def test_dandi_empty_document_is_error(tmp_path):
-    ds = make_dataset(tmp_path / "ds", {"dandiset.yaml": "# nothing\n"})
+    ds = make_dataset(tmp_path / "ds", {"dandiset.yaml": "# nothing\n"},
+                      to_git=True)
     result = run_ours(DandiExtractor, ds)
     assert not result.extraction_success
     assert result.datalad_result_dict["status"] == "error"
@@ -309,7 +135,7 @@ def test_extractor_failures_are_results(tmp_path):
         "dataset_description.json": '{"Name": "x",\n "BIDSVersion" 1}',
         "datacite.yml": "title: [unclosed\n",
         "dandiset.yaml": "- a list\n- not a mapping\n",
-    })
+    }, to_git=True)
     for cls, expected in ((BIDSDatasetExtractor,
                            "invalid JSON in dataset_description.json at "
                            "line 2, column 16"),
@@ -383,19 +209,6 @@ def test_size_cap_checked_before_reading(tmp_path, monkeypatch):
     with pytest.raises(MetadataFileError, match="too large"):
         read_bytes(tmp_path, "big.json", limit=100)
     assert not opened
-
-
-@pytest.fixture
-def max_bytes_env(monkeypatch):
-    """Set datalad.registry.metadata-max-bytes through the environment."""
-    def set_limit(value):
-        # DATALAD_<section>_<name>: '_' -> '.', '__' -> '-'
-        monkeypatch.setenv("DATALAD_REGISTRY_METADATA__MAX__BYTES", str(value))
-        datalad.cfg.reload(force=True)
-    yield set_limit
-    monkeypatch.delenv("DATALAD_REGISTRY_METADATA__MAX__BYTES",
-                       raising=False)
-    datalad.cfg.reload(force=True)
 
 
 def test_size_cap_from_config(tmp_path, max_bytes_env):

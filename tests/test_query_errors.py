@@ -175,11 +175,19 @@ def test_compile_query_accepts_text_and_raises_query_error():
 
 def test_deep_nesting_is_an_error_not_a_recursion_error():
     with pytest.raises(QueryError) as ei:
-        SearchView(RECORDS).search("NOT " * 3000 + "haxby")
+        SearchView(RECORDS).search("NOT " * 1000 + "haxby")
     assert ei.value.reason == "query nested too deeply"
-    assert ei.value.position == 12000
+    assert ei.value.position == 4000
     # redundant parentheses do not nest the tree
-    assert SearchView(RECORDS).search("(" * 3000 + "haxby" + ")" * 3000) == [0]
+    assert SearchView(RECORDS).search("(" * 2000 + "haxby" + ")" * 2000) == [0]
+
+
+def test_overlong_queries_are_refused_at_once():
+    from datalad_registry_ext.query.parser import MAX_QUERY_LENGTH
+    with pytest.raises(QueryError) as ei:
+        parse("haxby " * (MAX_QUERY_LENGTH // 6 + 1))
+    assert ei.value.reason.startswith("query too long")
+    assert str(MAX_QUERY_LENGTH) in ei.value.expected
 
 
 def test_odd_record_values_do_not_break_searching():

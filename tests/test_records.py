@@ -16,7 +16,8 @@ from datalad_registry_ext.registration import InputError, resolve_input
      "HTTPS://GitHub.com/o/r", "https://user:tok@github.com/o/r.git"],
     ["git@github.com:o/r.git", "git@github.com:o/r", "git@GITHUB.com:o/r/"],
     ["ssh://git@host.org/o/r.git", "ssh://git@host.org/o/r/"],
-    ["/data/ds", "/data/ds/", "file:///data/ds", "file:///data/ds.git"],
+    ["/data/ds", "/data/ds/", "file:///data/ds", "file:///data/ds/"],
+    ["/data/ds.git", "file:///data/ds.git", "/data/ds.git/"],
 ])
 def test_variants_are_one_repository(variants):
     assert len({canonical_url(v) for v in variants}) == 1
@@ -25,6 +26,8 @@ def test_variants_are_one_repository(variants):
 def test_different_repositories_stay_different():
     assert canonical_url("https://github.com/o/r") != canonical_url(
         "https://github.com/o/R2")
+    # two local directories are two repositories, whatever their names
+    assert canonical_url("/p/twin") != canonical_url("/p/twin.git")
     assert canonical_url("https://a.org/x") != canonical_url("https://b.org/x")
 
 

@@ -5,9 +5,9 @@ import subprocess
 import pytest
 from datalad.api import registry_search, registry_submit, registry_sync
 
-from datalad_registry_ext.index import source_index
+from datalad_registry_ext.index import local_index, source_index
 
-from .fixtures import BENCH_DIR, make_dataset, make_git_repo
+from .fixtures import make_dataset, make_git_repo, set_user_dirs
 
 
 def search(*args, **kw):
@@ -23,18 +23,22 @@ def rec(url, **kw):
     return json.dumps(base)
 
 
-@pytest.fixture
-def registry(tmp_path):
-    """A registry with two own records and five synced ones."""
-    reg = tmp_path / "reg"
-    repo = make_git_repo(tmp_path / "plain-tools", {"README": "tools"})
-    ds = make_dataset(tmp_path / "haxby-study", {"img.dat": "0123456789"})
-    registry_submit([str(repo), ds.path], dataset=str(reg),
-                    result_renderer="disabled")
-    src = tmp_path / "upstream.jsonl"
-    lines = [
+#: annex_key_count of the synced records: ordered by it (descending, ties by
+#: URL, nulls last), they are in neither URL order nor its reverse
+KEY_COUNTS = {
+    "https://github.com/a/one": 2,
+    "https://github.com/a/two": 9,
+    "https://gin.g-node.org/b/three": None,
+    "https://github.com/c/annex-only": 2,
+    "https://example.org/d/git-only": None,
+}
+
+
+def upstream_lines():
+    return [
         rec("https://github.com/a/one", ds_id="11111111-1111-4111-8111-111111111111",
             annexed_files_in_wt_size=300, annexed_files_in_wt_count=3,
+            annex_key_count=KEY_COUNTS["https://github.com/a/one"],
             last_update_dt="2024-01-01T00:00:00+00:00",
             branches={"main": {}, "git-annex": {}},
             metadata=[{"extractor_name": "bids_dataset", "extractor_version": "0.1",
@@ -44,20 +48,69 @@ def registry(tmp_path):
                                               "BIDSVersion": "1.6.0"}}]),
         rec("https://github.com/a/two", ds_id="11111111-1111-4111-8111-111111111111",
             annexed_files_in_wt_size=500, annexed_files_in_wt_count=5,
+            annex_key_count=KEY_COUNTS["https://github.com/a/two"],
             last_update_dt="2023-01-01T00:00:00+00:00",
             branches={"main": {}, "git-annex": {}}),
         rec("https://gin.g-node.org/b/three", ds_id="22222222-2222-4222-8222-222222222222",
             annexed_files_in_wt_size=None, last_update_dt=None,
             branches={"master": {}}),
         rec("https://github.com/c/annex-only", annexed_files_in_wt_size=7,
-            annexed_files_in_wt_count=1, last_update_dt="2025-01-01T00:00:00Z",
+            annexed_files_in_wt_count=1,
+            annex_key_count=KEY_COUNTS["https://github.com/c/annex-only"],
+            last_update_dt="2025-01-01T00:00:00Z",
             branches={"main": {}, "git-annex": {}}),
         rec("https://example.org/d/git-only", branches={"main": {}},
             last_update_dt="2022-06-01T00:00:00+00:00"),
     ]
-    src.write_text("\n".join(lines) + "\n")
-    registry_sync(str(src), dataset=str(reg), result_renderer="disabled")
-    return reg
+
+
+def write_upstream(path):
+    path.write_text("\n".join(upstream_lines()) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A registry with two own records and five synced ones, built once.
+
+    Its index lives in user dirs under ``root``; the tests only search it
+    (through the ``registry`` fixture). Registered without metadata
+    extraction: these tests are about searching.
+    """
+    root = tmp_path_factory.mktemp("search")
+    reg = root / "reg"
+    with pytest.MonkeyPatch.context() as mp:
+        set_user_dirs(mp, root)
+        repo = make_git_repo(root / "plain-tools", {"README": "tools"})
+        ds = make_dataset(root / "haxby-study", {"img.dat": "0123456789"})
+        res = registry_submit([str(repo), ds.path], dataset=str(reg),
+                              extract=False, result_renderer="disabled",
+                              return_type="list")
+        assert [r["status"] for r in res] == ["ok", "ok"], res
+        src = write_upstream(root / "upstream.jsonl")
+        res = registry_sync(str(src), dataset=str(reg),
+                            result_renderer="disabled", return_type="list")
+        assert res[-1]["status"] == "ok", res
+    return {"root": root, "registry": reg, "haxby": ds.path, "plain": str(repo)}
+
+
+@pytest.fixture
+def registry(searched, monkeypatch):
+    """The module's registry, with its user dirs for this test."""
+    set_user_dirs(monkeypatch, searched["root"])
+    return searched["registry"]
+
+
+@pytest.fixture
+def own_registry(tmp_path):
+    """A registry of the test's own, for tests that change it: only the
+    synced records."""
+    reg = tmp_path / "reg"
+    src = write_upstream(tmp_path / "upstream.jsonl")
+    res = registry_sync(str(src), dataset=str(reg),
+                        result_renderer="disabled", return_type="list")
+    assert res[-1]["status"] == "ok", res
+    return reg, src
 
 
 def urls(res):
@@ -80,18 +133,38 @@ def test_empty_query_lists_everything_ordered(registry):
     assert urls(res) == sorted(urls(res), reverse=True)
 
 
-def test_ties_are_ordered_by_url_and_paging_is_stable(registry):
-    everything = urls(search(dataset=registry, order_by="annex_key_count"))
-    pages = [urls(search(dataset=registry, order_by="annex_key_count",
-                         limit=2, offset=o)) for o in range(0, 8, 2)]
-    assert sum(pages, []) == everything
-    nulls = [u for u in everything]  # all annex_key_count are null here
-    assert nulls == sorted(nulls)
+def test_ties_are_ordered_by_url_and_paging_is_stable(registry, searched):
+    counts = dict(KEY_COUNTS)
+    counts.update({r["url"]: r.get("annex_key_count")
+                   for r in local_index(registry).records()})
+    assert len(counts) == 7
+    # the own dataset has a count and sorts first by URL (a local path):
+    # only the order by the count puts it after larger ones
+    assert counts[searched["haxby"]] is not None
+    assert counts[searched["plain"]] is None
+
+    def expected(direction):
+        sign = -1 if direction == "desc" else 1
+        present = sorted((u for u, v in counts.items() if v is not None),
+                         key=lambda u: (sign * counts[u], u))
+        return present + sorted(u for u, v in counts.items() if v is None)
+
+    for direction in ("desc", "asc"):
+        everything = urls(search(dataset=registry, order_by="annex_key_count",
+                                 order_dir=direction))
+        assert everything == expected(direction)
+        assert everything not in (sorted(everything),
+                                  sorted(everything, reverse=True))
+        pages = [urls(search(dataset=registry, order_by="annex_key_count",
+                             order_dir=direction, limit=2, offset=o))
+                 for o in range(0, 8, 2)]
+        assert [len(p) for p in pages] == [2, 2, 2, 1]
+        assert sum(pages, []) == everything
 
 
-def test_queries_find_own_and_synced_records(registry, tmp_path):
+def test_queries_find_own_and_synced_records(registry, searched):
     assert set(urls(search("haxby", dataset=registry))) == {
-        "https://github.com/a/one", str(tmp_path / "haxby-study")}
+        "https://github.com/a/one", searched["haxby"]}
     assert set(urls(search('metadata[bids_dataset]:""', dataset=registry))) == {
         "https://github.com/a/one"}
     assert set(urls(search('url:github AND NOT haxby', dataset=registry))) == {
@@ -138,11 +211,14 @@ def test_export_round_trips(registry, tmp_path):
     out = tmp_path / "export.jsonl.gz"
     res = search("url:github", dataset=registry, export=str(out))
     assert res[0]["action"] == "registry_export" and res[0]["records"] == 3
-    registry_sync(str(out), dataset=str(registry), result_renderer="disabled")
-    exported = {r["url"]: r for r in source_index(registry, str(out)).records()}
+    # imported into another registry (the module's one stays as it is)
+    other = tmp_path / "other-reg"
+    res = registry_sync(str(out), dataset=str(other),
+                        result_renderer="disabled", return_type="list")
+    assert res[-1]["status"] == "ok" and res[-1]["imported"] == 3
+    exported = {r["url"]: r for r in source_index(other, str(out)).records()}
     originals = {r["url"]: r for r in search("url:github", dataset=registry,
-                                             metadata="content")
-                 if r["source"] != str(out)}
+                                             metadata="content")}
     assert set(exported) == set(originals)
     one = exported["https://github.com/a/one"]
     assert one["metadata"] == originals["https://github.com/a/one"]["metadata"]
@@ -179,8 +255,10 @@ def test_cli_table_and_errors(registry):
     assert "^" in bad.stdout and "Traceback" not in bad.stderr
 
 
-def test_corrupt_source_index_says_how_to_recover(registry, tmp_path):
-    index = source_index(registry, str(tmp_path / "upstream.jsonl"))
+def test_corrupt_source_index_says_how_to_recover(own_registry):
+    registry, src = own_registry
+    assert len(search("haxby", dataset=registry)) == 1
+    index = source_index(registry, str(src))
     index.path.write_text(index.path.read_text()[:200])  # truncated
     res = search("haxby", dataset=registry)
     assert len(res) == 1 and res[0]["status"] == "error"
@@ -188,16 +266,15 @@ def test_corrupt_source_index_says_how_to_recover(registry, tmp_path):
     assert "not valid JSON" in res[0]["message"]
 
 
-def test_bench_queries_match_a_plain_scan():
-    """The 1k bench file: counts agree with an independent scan."""
-    import gzip
-    records = [json.loads(line) for line in
-               gzip.open(BENCH_DIR / "registry-1k.jsonl.gz", "rt")]
+def test_bench_queries_match_a_plain_scan(bench_records):
+    """1k generated realistic records: counts agree with an independent scan."""
+    records = bench_records
     from datalad_registry_ext.query import SearchView
     view = SearchView(records)
     bids = sum(1 for r in records if any(
         m["extractor_name"] == "bids_dataset" for m in r.get("metadata") or []))
     assert len(view.search('metadata[bids_dataset]:""')) == bids
     github = sum(1 for r in records if "github" in r["url"].lower())
+    assert bids and 0 < github < len(records)
     assert len(view.search("url:github")) == github
     assert len(view.search("NOT url:github")) == len(records) - github

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from datalad.api import Dataset, registry_submit, subdatasets
 
-from datalad_registry_ext import registration
+from datalad_registry_ext import index_sync
 from datalad_registry_ext.index import local_index
 from datalad_registry_ext.registry import RECORDS_FILE, head_commit, read_entries
 
@@ -17,7 +17,12 @@ from .fixtures import HTTPServer, annex_info, make_dataset, make_git_repo, run
 
 
 def submit(*urls, **kw):
-    """registry-submit's registration results (extraction is tested elsewhere)."""
+    """registry-submit's registration results.
+
+    Without metadata extraction unless asked: extraction is tested in
+    test_extract_command.py (the command-line runs here still extract).
+    """
+    kw.setdefault("extract", False)
     kw.setdefault("result_renderer", "disabled")
     kw.setdefault("on_failure", "ignore")
     kw.setdefault("return_type", "list")
@@ -394,7 +399,7 @@ def test_rebuild_index_from_registry_alone(repos, registry):
     index = local_index(registry)
     before = sorted(index.records(), key=lambda r: r["url"])
     index.path.unlink()
-    assert registration.rebuild_index(registry) == 2
+    assert index_sync.rebuild_index(registry) == 2
     assert sorted(index.records(), key=lambda r: r["url"]) == before
     # the records file in the registry is what carries the facts
     lines = (registry / RECORDS_FILE).read_text().splitlines()
@@ -402,13 +407,14 @@ def test_rebuild_index_from_registry_alone(repos, registry):
 
 
 def test_rebuild_from_a_clone_of_the_registry(repos, registry, tmp_path):
-    submit(repos["ds1"], repos["plain"], dataset=registry)
+    # with extraction: the clone must carry the aggregated metadata too
+    submit(repos["ds1"], repos["plain"], dataset=registry, extract=True)
     clone = tmp_path / "registry-clone"
     run("git", "clone", "-q", "-o", "origin", str(registry), str(clone))
     # aggregated metadata travels in refs/datalad/*
     run("git", "fetch", "-q", "origin", "refs/datalad/*:refs/datalad/*",
         cwd=clone)
-    assert registration.rebuild_index(clone) == 2
+    assert index_sync.rebuild_index(clone) == 2
     mine = {r["url"]: r for r in local_index(registry).records()}
     theirs = {r["url"]: r for r in local_index(clone).records()}
     assert mine == theirs
@@ -449,9 +455,15 @@ def test_sigkill_leaves_a_consistent_registry(many_repos, registry, delay):
     proc.kill()
     proc.wait()
     # the registry is a valid repository whose HEAD can be read
-    assert run("git", "fsck", "--no-dangling", cwd=registry, check=False) is not None
+    fsck = subprocess.run(["git", "fsck", "--no-dangling", "--no-progress"],
+                          cwd=registry, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    problems = [ln for ln in (fsck.stdout + fsck.stderr).splitlines()
+                if ln.startswith(("error", "fatal", "missing", "broken"))]
+    assert problems == [], fsck.stdout + fsck.stderr
+    assert head_commit(registry) is not None
     entries = read_entries(registry)
-    registration.reconcile_index(registry)
+    index_sync.reconcile_index(registry)
     assert {r["url"] for r in local_index(registry).records()} == {
         e["url"] for e in entries.values()}
     # a rerun completes the work

@@ -8,9 +8,7 @@ from datalad.api import registry_submit, registry_sync
 from datalad_registry_ext.index import all_indexes, local_index, source_index
 from datalad_registry_ext.sources import export_jsonl, read_jsonl
 
-from .fixtures import BENCH_DIR, make_git_repo
-
-BENCH_1K = str(BENCH_DIR / "registry-1k.jsonl.gz")
+from .fixtures import make_git_repo, read_jsonl_gz
 
 
 def sync(*args, **kw):
@@ -94,25 +92,27 @@ def test_unreadable_or_truncated_source_changes_nothing(tmp_path):
     assert res[0]["status"] == "impossible"
 
 
-def test_bench_file_imports_and_exports_round_trip(tmp_path):
+def test_bench_file_imports_and_exports_round_trip(tmp_path, bench_file):
+    # 1k generated realistic records (benchmarks/generate.py)
     registry = tmp_path / "reg"
-    res = sync(BENCH_1K, dataset=registry)
-    assert res[-1]["status"] == "ok" and res[-1]["imported"] == 1000
-    imported = sorted(source_index(registry, BENCH_1K).records(),
+    originals = sorted(read_jsonl_gz(bench_file), key=lambda r: r["url"])
+    n = len(originals)
+    assert n and len({r["url"] for r in originals}) == n  # distinct URLs
+    res = sync(str(bench_file), dataset=registry)
+    assert res[-1]["status"] == "ok" and res[-1]["imported"] == n
+    imported = sorted(source_index(registry, str(bench_file)).records(),
                       key=lambda r: r["url"])
-    with gzip.open(BENCH_1K, "rt") as f:
-        originals = sorted((json.loads(line) for line in f),
-                           key=lambda r: r["url"])
+    assert len(imported) == n
     # every upstream field survives unchanged
     for orig, rec in zip(originals, imported):
         assert {k: rec[k] for k in orig} == orig
 
     out = tmp_path / "export.jsonl.gz"
-    assert export_jsonl(imported, out) == 1000
+    assert export_jsonl(imported, out) == n
     again, problems = read_jsonl(out, str(out))
     assert problems == []
     res = sync(str(out), dataset=registry)
-    assert res[-1]["imported"] == 1000
+    assert res[-1]["imported"] == n
     reimported = sorted(source_index(registry, str(out)).records(),
                         key=lambda r: r["url"])
     strip = lambda r: {k: v for k, v in r.items() if k != "source"}  # noqa: E731
@@ -122,7 +122,8 @@ def test_bench_file_imports_and_exports_round_trip(tmp_path):
 def test_sync_without_source_rebuilds_own_records(tmp_path):
     registry = tmp_path / "reg"
     repo = make_git_repo(tmp_path / "repo")
-    registry_submit([str(repo)], dataset=str(registry), result_renderer="disabled")
+    registry_submit([str(repo)], dataset=str(registry), extract=False,
+                    result_renderer="disabled")
     before = local_index(registry).records()
     local_index(registry).path.write_text("garbage")
     res = sync(dataset=registry)

@@ -1,12 +1,24 @@
-"""What every registry-* command shares: the -d parameter and its resolution."""
+"""What every registry-* command shares: the -d parameter, turning domain
+outcomes and failures into result records, progress bars, small renderers."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
+from datalad import cfg
 from datalad.distribution.dataset import EnsureDataset
+from datalad.interface.results import get_status_dict
+from datalad.log import log_progress
 from datalad.support.constraints import EnsureNone
+from datalad.support.exceptions import CapturedException
 from datalad.support.param import Parameter
+
+from datalad_registry_ext import config
+from datalad_registry_ext.errors import RegistryExtError, os_error_message
+from datalad_registry_ext.locations import default_registry_path
+from datalad_registry_ext.records import scrub
 
 dataset_param = Parameter(
     args=("-d", "--dataset"),
@@ -21,14 +33,39 @@ def registry_location(dataset) -> Path:
     """The registry's path: -d, else config, else the default location."""
     if dataset is not None:
         return Path(getattr(dataset, "path", dataset)).absolute()
-    from datalad import cfg
-    from datalad_registry_ext import config
-    from datalad_registry_ext.locations import default_registry_path
     # no registered default: the user data dir can change (XDG_DATA_HOME)
     configured = cfg.get(config.DATASET)
     if configured:
         return Path(configured).expanduser().absolute()
     return default_registry_path()
+
+
+def error_result(e: BaseException, *, path, common: dict, type="dataset",
+                 **fields) -> dict:
+    """A result record for a failure: status ``error`` (or the exception's
+    own ``status``), its message (credentials scrubbed), the exception kept
+    for ``-l debug``."""
+    if isinstance(e, OSError) and not isinstance(e, RegistryExtError):
+        message = os_error_message(e, e.filename or path, "use")
+    else:
+        message = str(e) or e.__class__.__name__
+    return get_status_dict(
+        status=getattr(e, "status", "error"), path=str(path), type=type,
+        message=scrub(message), exception=CapturedException(e),
+        **fields, **common)
+
+
+def results(outcomes: Iterable[dict], *, common: dict, path) -> Iterator[dict]:
+    """Result records of domain outcomes (dicts shaped like result records).
+
+    A domain failure ends the stream with one error result naming what
+    failed, never a traceback.
+    """
+    try:
+        for o in outcomes:
+            yield get_status_dict(**{**common, **o})
+    except (RegistryExtError, OSError) as e:
+        yield error_result(e, path=path, common=common)
 
 
 def human_size(n) -> str:
@@ -42,23 +79,29 @@ def human_size(n) -> str:
     return f"{n:.1f} PB"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 record``, ``2 records``."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
 @contextmanager
-def progress_bar(logger, label: str, unit: str, total: int):
-    """A DataLad progress bar; yields ``update(done, total)``.
+def progress_bars(logger, unit: str = ""):
+    """DataLad progress bars, one per stage; yields ``update(stage, done,
+    total)``. Shown in interactive sessions only."""
+    open_bars: dict[str, str] = {}
 
-    Shown in interactive sessions only (kept out of non-interactive logs).
-    """
-    from datalad.log import log_progress
-    pid = f"registry-{label}-{id(logger)}-{total}"
-    log_progress(logger.info, pid, "%s %d %s", label, total, unit.strip(),
-                 label=label, unit=unit, total=total, noninteractive_level=5)
-
-    def update(done, total):
-        log_progress(logger.info, pid, "%s: %d of %d", label, done, total,
+    def update(stage: str, done: int, total: int):
+        pid = open_bars.get(stage)
+        if pid is None:
+            pid = open_bars[stage] = f"registry-{stage}-{id(logger)}-{os.getpid()}"
+            log_progress(logger.info, pid, "%s %d", stage, total, label=stage,
+                         unit=unit, total=total, noninteractive_level=5)
+        log_progress(logger.info, pid, "%s: %d of %d", stage, done, total,
                      update=done, total=total, noninteractive_level=5)
 
     try:
         yield update
     finally:
-        log_progress(logger.info, pid, "%s: done", label,
-                     noninteractive_level=5)
+        for stage, pid in open_bars.items():
+            log_progress(logger.info, pid, "%s: done", stage,
+                         noninteractive_level=5)

@@ -3,22 +3,26 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.interface.results import get_status_dict
+from datalad.interface.utils import generic_result_renderer
 from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
+from datalad.ui import ui
 
+from datalad_registry_ext import metadata
 from datalad_registry_ext.commands._common import (
     dataset_param,
-    progress_bar,
+    progress_bars,
     registry_location,
+    results,
 )
 
 lgr = logging.getLogger("datalad.registry_ext.extract")
 
-ACTION = "registry_extract"
+ACTION = metadata.ACTION
 
 
 @build_doc
@@ -94,35 +98,18 @@ class RegistryExtract(Interface):
     @eval_results
     def __call__(datasets=None, *, dataset=None, extractor=None, force=False,
                  jobs=None):
-        from datalad_registry_ext import metadata
-        from datalad_registry_ext.registry import is_registry
-
         location = registry_location(dataset)
-        common = dict(action=ACTION, logger=lgr, refds=str(location))
-        if not is_registry(location):
-            yield get_status_dict(
-                status="impossible", path=str(location), type="dataset",
-                message=f"there is no registry at {location} "
-                        "(registry-submit creates one)", **common)
-            return
         if isinstance(datasets, (str, os.PathLike)):
             datasets = [datasets]
-        datasets = [os.fspath(d) for d in datasets or []]
-        records, problems = metadata.select_records(location, datasets)
-        for arg, problem in problems:
-            yield get_status_dict(status="impossible", path=str(location),
-                                  type="dataset", url=arg, message=problem,
-                                  **common)
-        if not records:
-            if not datasets:
-                yield get_status_dict(
-                    status="notneeded", path=str(location), type="dataset",
-                    message="all registered datasets have metadata for their "
-                            "current HEAD", **common)
-            return
-        extractors = extractor or metadata.configured_extractors()
-        yield from run_extraction(location, records, extractors, force=force,
-                                  jobs=jobs or 1, common=common)
+        with progress_bars(lgr, " datasets") as progress:
+            yield from results(
+                metadata.extract_registered(
+                    location, [os.fspath(d) for d in datasets or []],
+                    extractor, force=force, jobs=jobs or 1,
+                    progress=lambda done, total: progress(
+                        "Extracting", done, total)),
+                common=dict(action=ACTION, logger=lgr, refds=str(location)),
+                path=location)
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
@@ -133,27 +120,8 @@ class RegistryExtract(Interface):
         summarize_extraction(results)
 
 
-def run_extraction(location, records, extractors, *, force, jobs, common):
-    """Yield result records of extracting ``records`` (shared with submit)."""
-    from datalad_registry_ext import metadata
-
-    with progress_bar(lgr, "Extracting", " datasets", len(records)) as progress:
-        for o in metadata.extract(location, records, extractors, force=force,
-                                  jobs=jobs, progress=progress):
-            path = location / o["registry_path"] if o.get("registry_path") \
-                else location
-            yield get_status_dict(
-                status=o["status"], path=str(path), type="dataset",
-                url=o.get("url"), extractor=o.get("extractor"),
-                registry_path=o.get("registry_path"),
-                metadata=o.get("metadata"), message=o["message"],
-                **dict(common, action=ACTION))
-
-
 def render_extract_result(res):
-    from datalad.ui import ui
     if res.get("action") != ACTION:
-        from datalad.interface.utils import generic_result_renderer
         generic_result_renderer(res)
         return
     if res["status"] == "notneeded" and res.get("extractor"):
@@ -165,8 +133,6 @@ def render_extract_result(res):
 
 
 def summarize_extraction(results):
-    from collections import Counter
-    from datalad.ui import ui
     mine = [r for r in results if r.get("action") == ACTION
             and r.get("extractor")]
     if not mine:

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.interface.results import get_status_dict
+from datalad.interface.utils import generic_result_renderer
 from datalad.support.constraints import (
     EnsureChoice,
     EnsureInt,
@@ -16,12 +19,19 @@ from datalad.support.constraints import (
     EnsureStr,
 )
 from datalad.support.param import Parameter
+from datalad.ui import ui
 
+from datalad_registry_ext import search
 from datalad_registry_ext.commands._common import (
     dataset_param,
+    error_result,
     human_size,
+    plural,
     registry_location,
+    results,
 )
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.records import ORDER_KEYS, TABLE_COLUMNS
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -29,14 +39,6 @@ ACTION = "registry_search"
 STATS_ACTION = "registry_search_stats"
 EXPORT_ACTION = "registry_export"
 
-# the record fields a search result carries (metadata only when asked)
-RESULT_FIELDS = (
-    "url", "ds_id", "annex_uuid", "head", "head_describe", "head_dt",
-    "branches", "tags", "annex_key_count", "annexed_files_in_wt_count",
-    "annexed_files_in_wt_size", "git_objects_kb", "last_update_dt",
-    "last_chk_dt", "processed", "subdatasets", "source", "registry_path",
-    "extraction_failures",
-)
 
 
 @build_doc
@@ -78,10 +80,7 @@ class RegistrySearch(Interface):
             metavar="KEY",
             doc="""order by this field; records without a value come last,
             ties are ordered by URL.""",
-            constraints=EnsureChoice(
-                "url", "annex_key_count", "annexed_files_in_wt_count",
-                "annexed_files_in_wt_size", "last_update_dt",
-                "git_objects_kb")),
+            constraints=EnsureChoice(*ORDER_KEYS)),
         order_dir=Parameter(
             args=("--order-dir",),
             doc="""ascending or descending order.""",
@@ -140,120 +139,126 @@ class RegistrySearch(Interface):
     def __call__(query=None, *, dataset=None, metadata=None,
                  order_by="last_update_dt", order_dir="desc", limit=None,
                  offset=0, stats=False, export=None):
-        from datalad_registry_ext.index import IndexCorrupt
-        from datalad_registry_ext.query import QueryError
-        from datalad_registry_ext.search import search
-
         location = registry_location(dataset)
         common = dict(action=ACTION, logger=lgr, refds=str(location))
-        try:
-            found = search(location, query, order_by=order_by,
-                           order_dir=order_dir, offset=offset or 0,
-                           limit=limit)
-        except (QueryError, IndexCorrupt, ValueError) as e:
-            yield get_status_dict(status="error", path=str(location),
-                                  type="dataset", query=query,
-                                  message=str(e), **common)
-            return
-
-        if export or metadata:
-            from datalad_registry_ext.search import full_records
-            try:
-                page = full_records(location, found.page)
-            except IndexCorrupt as e:
-                yield get_status_dict(status="error", path=str(location),
-                                      type="dataset", query=query,
-                                      message=str(e), **common)
-                return
-        else:
-            page = found.page
-
         if export:
-            from datalad_registry_ext.sources import export_jsonl
             target = Path(os.fspath(export)).expanduser().absolute()
-            try:
-                n = export_jsonl(page, target)
-            except OSError as e:
-                yield get_status_dict(
-                    status="error", path=str(target), type="file",
-                    message=f"cannot write {target}: {e.strerror or e}",
-                    **dict(common, action=EXPORT_ACTION))
-                return
-            yield get_status_dict(
-                status="ok", path=str(target), type="file", records=n,
-                query=query, message=f"exported {n} records to {target}",
-                **dict(common, action=EXPORT_ACTION))
+            yield from results(
+                _exported(location, query, target, order_by, order_dir),
+                common=dict(common, action=EXPORT_ACTION), path=target)
             return
-
-        for rank, rec in enumerate(page, (offset or 0) + 1):
-            fields = {k: rec.get(k) for k in RESULT_FIELDS}
-            if metadata == "content":
-                fields["metadata"] = rec.get("metadata") or []
-            elif metadata == "reference":
-                fields["metadata"] = [
-                    {k: m.get(k) for k in ("extractor_name",
-                                            "extractor_version",
-                                            "dataset_version")}
-                    for m in rec.get("metadata") or []]
-            path = location / rec["registry_path"] if rec.get(
-                "registry_path") and rec.get("source") == "local" else location
-            yield get_status_dict(
-                status="ok", path=str(path), type="dataset", rank=rank,
-                total=found.total,
-                extractors=rec.get("extractors") or sorted(
-                    {m.get("extractor_name") for m in rec.get("metadata") or []}),
-                **fields, **common)
-        if stats:
-            from datalad_registry_ext.stats import collection_stats
+        try:
+            found = search.search(
+                location, query, order_by=order_by, order_dir=order_dir,
+                offset=offset or 0, limit=limit, metadata=metadata,
+                stats=stats)
+        except (RegistryExtError, ValueError, OSError) as e:
+            yield error_result(e, path=location, common=common, query=query)
+            return
+        for rank, hit in enumerate(found.hits, found.offset + 1):
+            yield get_status_dict(status="ok", type="dataset", rank=rank,
+                                  total=found.total, **hit, **common)
+        if stats or (found.total and not found.hits):
+            # the count (and statistics) also when matches exist but none is
+            # shown (--limit 0, an --offset past the end)
             yield get_status_dict(
                 status="ok", path=str(location), type="collection",
                 query=query, total=found.total,
-                collection_stats=collection_stats(found.matching),
+                collection_stats=found.stats,
                 **dict(common, action=STATS_ACTION))
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
-        # hits are printed as one table by the summary renderer
-        if res.get("action") == ACTION and res["status"] == "ok":
+        # hits and statistics are printed by the summary renderer
+        if res.get("action") in (ACTION, STATS_ACTION) and res["status"] == "ok":
             return
-        from datalad.ui import ui
         if res.get("action") in (ACTION, EXPORT_ACTION, STATS_ACTION):
-            if res.get("action") == STATS_ACTION:
-                return
             ui.message(f"{res['status']}: {res.get('message')}")
             return
-        from datalad.interface.utils import generic_result_renderer
         generic_result_renderer(res)
 
     @staticmethod
     def custom_result_summary_renderer(results):
-        from datalad.ui import ui
         hits = [r for r in results
                 if r.get("action") == ACTION and r["status"] == "ok"]
-        stats = [r for r in results if r.get("action") == STATS_ACTION]
-        failed = [r for r in results if r["status"] in ("error", "impossible")]
-        if failed and not hits:
+        counts = [r for r in results if r.get("action") == STATS_ACTION]
+        if not hits and not counts:
+            if not any(r.get("action") == EXPORT_ACTION or r["status"] in (
+                    "error", "impossible") for r in results):
+                ui.message("0 matching records")
             return
-        if hits:
-            for line in format_table(hits):
-                ui.message(line)
-        total = hits[0]["total"] if hits else (stats[0]["total"] if stats else 0)
+        for line in format_table(hits, _table_width()):
+            ui.message(line)
+        total = hits[0]["total"] if hits else counts[0]["total"]
+        shown = ""
         if hits:
             first, last = hits[0]["rank"], hits[-1]["rank"]
-            shown = (f" (showing {first}-{last})"
-                     if (first, last) != (1, total) else "")
-            ui.message(f"{total} matching record{'s' * (total != 1)}{shown}")
-        elif not any(r.get("action") == EXPORT_ACTION for r in results):
-            ui.message(f"{total} matching records")
-        for s in stats:
-            for line in format_stats(s["collection_stats"]):
-                ui.message(line)
+            if (first, last) != (1, total):
+                shown = f" (showing {first}-{last})"
+        elif total:
+            shown = " (none shown)"
+        ui.message(f"{plural(total, 'matching record')}{shown}")
+        for s in counts:
+            if s.get("collection_stats"):
+                for line in format_stats(s["collection_stats"]):
+                    ui.message(line)
+
+
+def _exported(location, query, target, order_by, order_dir):
+    n = search.export(location, query, target, order_by=order_by,
+                      order_dir=order_dir)
+    yield dict(status="ok", path=str(target), type="file", records=n,
+               query=query, message=f"exported {plural(n, 'record')} to "
+                                    f"{target}")
 
 
 # -- human output -----------------------------------------------------------------------
 
-_COLUMNS = (("URL", 40), ("DATASET", 8), ("DESCRIBE", 14), ("ANNEXED", 9),
-            ("UPDATED", 10), ("EXTRACTORS", 14))
+# the fixed widths of the narrow columns; URL takes what is left
+_WIDTHS = {"ds_id": 8, "head_describe": 14, "annexed_files_in_wt_size": 9,
+           "last_update_dt": 10, "metadata": 24, "source": 12}
+_MIN_URL = 40
+
+
+def _table_width() -> int | None:
+    """The terminal's width, or None when stdout is not a terminal (then
+    nothing is cut: a URL must stay copyable)."""
+    if not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def _cell(field: str, hit: dict) -> str:
+    if field == "ds_id":
+        return (hit.get("ds_id") or "")[:8]
+    if field == "annexed_files_in_wt_size":
+        return human_size(hit.get(field))
+    if field == "last_update_dt":
+        return (hit.get(field) or "")[:10]
+    if field == "metadata":
+        return ",".join(hit.get("extractors") or [])
+    return str(hit.get(field) or "")
+
+
+def format_table(hits: list[dict], width: int | None = None) -> list[str]:
+    """The results as a table; with a ``width``, cut to fit it (URLs last)."""
+    columns = [(f, h) for f, h in TABLE_COLUMNS
+               if f != "source" or len({h.get("source") for h in hits}) > 1]
+    rows = [[_cell(f, h) for f, _ in columns] for h in hits]
+    widths = [max([len(head)] + [len(r[i]) for r in rows])
+              for i, (_, head) in enumerate(columns)]
+    if width is not None:
+        for i, (f, _) in enumerate(columns):
+            if f in _WIDTHS:
+                widths[i] = min(widths[i], _WIDTHS[f])
+        rest = width - sum(widths[1:]) - len(widths)
+        widths[0] = min(widths[0], max(_MIN_URL, rest))
+
+    def line(cells):
+        return " ".join(_clip(c, w).ljust(w)
+                        for c, w in zip(cells, widths)).rstrip()
+
+    return [line([h for _, h in columns]), *(line(r) for r in rows)]
 
 
 def _clip(text: str, width: int) -> str:
@@ -261,39 +266,13 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(hits: list[dict]) -> list[str]:
-    """A table of at most 100 columns."""
-    def row(cells):
-        return " ".join(_clip(c, w).ljust(w) for c, (_, w) in
-                        zip(cells, _COLUMNS)).rstrip()
-
-    lines = [row([name for name, _ in _COLUMNS])]
-    for h in hits:
-        lines.append(row([
-            h.get("url") or "",
-            (h.get("ds_id") or "")[:8],
-            h.get("head_describe") or "",
-            human_size(h.get("annexed_files_in_wt_size")),
-            (h.get("last_update_dt") or "")[:10],
-            ",".join(_short_extractor(e) for e in h.get("extractors") or []),
-        ]))
-    return lines
-
-
-def _short_extractor(name: str) -> str:
-    return {"metalad_core": "core", "metalad_studyminimeta": "smm",
-            "bids_dataset": "bids", "datacite_gin": "gin",
-            "datalad_rfc822": "rfc822",
-            "frictionless_datapackage": "frictionless"}.get(name, name)
-
-
 def format_stats(stats: dict) -> list[str]:
     dl = stats["datalad_ds_stats"]
 
     def annex(s):
-        parts = [f"{s['ds_count']} datasets"]
+        parts = [plural(s["ds_count"], "dataset")]
         if s.get("annexed_file_count") is not None:
-            parts.append(f"{s['annexed_file_count']} annexed files")
+            parts.append(plural(s["annexed_file_count"], "annexed file"))
         if s.get("annexed_files_size") is not None:
             parts.append(human_size(s["annexed_files_size"]))
         return ", ".join(parts)
@@ -304,7 +283,7 @@ def format_stats(stats: dict) -> list[str]:
         f"  DataLad datasets (all copies):   {annex(dl['stats'])}",
         f"  pure annex repositories:         {annex(stats['pure_annex_ds_stats'])}",
         f"  non-annex repositories:          "
-        f"{stats['non_annex_ds_stats']['ds_count']} repositories",
-        f"  summary: {stats['summary']['unique_ds_count']} unique datasets, "
-        f"{stats['summary']['ds_count']} records",
+        f"{plural(stats['non_annex_ds_stats']['ds_count'], 'repository', 'repositories')}",
+        f"  summary: {plural(stats['summary']['unique_ds_count'], 'unique dataset')}, "
+        f"{plural(stats['summary']['ds_count'], 'record')}",
     ]

@@ -3,24 +3,31 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from collections import Counter
 
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.interface.results import get_status_dict
+from datalad.interface.utils import generic_result_renderer
 from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
+from datalad.ui import ui
 
+from datalad_registry_ext import registration
 from datalad_registry_ext.commands._common import (
     dataset_param,
     human_size,
-    progress_bar,
+    progress_bars,
     registry_location,
+    results,
+)
+from datalad_registry_ext.commands.extract import (
+    render_extract_result,
+    summarize_extraction,
 )
 
 lgr = logging.getLogger("datalad.registry_ext.submit")
 
-ACTION = "registry_submit"
+ACTION = registration.ACTION
 
 
 @build_doc
@@ -93,103 +100,24 @@ class RegistrySubmit(Interface):
     @eval_results
     def __call__(urls=None, *, dataset=None, from_file=None, jobs=None,
                  extract=True):
-        from datalad_registry_ext import registration
-        from datalad_registry_ext.registry import RegistryError, ensure_registry
-        from datalad_registry_ext.url_lists import UrlListError, read_url_list
-
         location = registry_location(dataset)
-        common = dict(action=ACTION, logger=lgr, refds=str(location))
-
         if isinstance(urls, (str, os.PathLike)):
             urls = [urls]
-        items = [os.fspath(u) for u in urls or []]
-        if from_file:
-            try:
-                listed, skipped = read_url_list(Path(from_file).expanduser())
-            except UrlListError as e:
-                yield get_status_dict(
-                    status="impossible", path=str(Path(from_file).absolute()),
-                    type="file", message=str(e), **common)
-                return
-            items += listed
-            for s in skipped:
-                yield get_status_dict(
-                    status="impossible", path=str(location), type="dataset",
-                    url=s["url"], message=f"{s['url']}: {s['reason']}", **common)
-        if not items:
-            if not from_file:
-                yield get_status_dict(
-                    status="impossible", path=str(location), type="dataset",
-                    message="nothing to register: give URLs or paths, "
-                            "or --from FILE", **common)
-            return
-
-        candidates = []
-        for item in items:
-            try:
-                candidates.append(registration.resolve_input(item))
-            except registration.InputError as e:
-                from datalad_registry_ext.records import strip_credentials
-                yield get_status_dict(
-                    status="impossible", path=str(location), type="dataset",
-                    url=strip_credentials(item), message=str(e), **common)
-        if not candidates:
-            return
-
-        try:
-            registry = ensure_registry(location)
-        except RegistryError as e:
-            yield get_status_dict(status="error", path=str(location),
-                                  type="dataset", message=str(e), **common)
-            return
-
-        with progress_bar(lgr, "Registering", " repos",
-                          len(candidates)) as progress:
-            try:
-                outcomes = list(registration.register(
-                    registry, candidates, jobs=jobs or 1, progress=progress))
-            except RegistryError as e:
-                outcomes = [dict(url=c.url, status="error", message=str(e))
-                            for c in candidates]
-
-        registered = []
-        for o in outcomes:
-            rec = o.get("record") or {}
-            if o["status"] in ("ok", "notneeded") and rec:
-                registered.append(rec)
-            path = registry / rec["registry_path"] if rec.get(
-                "registry_path") else registry
-            yield get_status_dict(
-                status=o["status"], path=str(path), type="dataset",
-                url=o["url"], message=o["message"],
-                registry=str(registry),
-                registry_path=rec.get("registry_path"),
-                ds_id=rec.get("ds_id"), head=rec.get("head"),
-                change=o.get("change"), changed=o.get("changed"),
-                record=rec or None, **common)
-
-        if extract and registered:
-            # as DataLad-Registry's pipeline: extraction follows registration
-            from datalad_registry_ext.commands.extract import run_extraction
-            from datalad_registry_ext.index import local_index
-            from datalad_registry_ext.metadata import configured_extractors
-            current = {r["url"]: r for r in local_index(registry).records()}
-            records = [current.get(r["url"], r) for r in registered]
-            yield from run_extraction(
-                registry, records, configured_extractors(), force=False,
-                jobs=jobs or 1, common=dict(common, action="registry_extract"))
+        with progress_bars(lgr) as progress:
+            yield from results(
+                registration.submit(
+                    location, [os.fspath(u) for u in urls or []],
+                    from_file=from_file, jobs=jobs or 1, extract=extract,
+                    progress=progress),
+                common=dict(action=ACTION, logger=lgr, refds=str(location)),
+                path=location)
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
-        from datalad.ui import ui
         if res.get("action") == "registry_extract":
-            from datalad_registry_ext.commands.extract import (
-                render_extract_result,
-            )
             render_extract_result(res)
             return
         if res.get("action") != ACTION:
-            from datalad.interface.utils import generic_result_renderer
             generic_result_renderer(res)
             return
         status = res["status"]
@@ -211,14 +139,11 @@ class RegistrySubmit(Interface):
 
     @staticmethod
     def custom_result_summary_renderer(results):
-        from datalad_registry_ext.commands.extract import summarize_extraction
         _summarize_submit(results)
         summarize_extraction(results)
 
 
 def _summarize_submit(results):
-    from collections import Counter
-    from datalad.ui import ui
     mine = [r for r in results if r.get("action") == ACTION]
     if len(mine) < 2:
         return

@@ -3,20 +3,24 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from pathlib import Path
 
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
-from datalad.interface.results import get_status_dict
+from datalad.interface.utils import generic_result_renderer
 from datalad.support.constraints import EnsureNone, EnsureStr
 from datalad.support.param import Parameter
+from datalad.ui import ui
 
-from datalad_registry_ext.commands._common import dataset_param, registry_location
+from datalad_registry_ext import sources
+from datalad_registry_ext.commands._common import (
+    dataset_param,
+    registry_location,
+    results,
+)
 
 lgr = logging.getLogger("datalad.registry_ext.sync")
 
-ACTION = "registry_sync"
+ACTION = sources.ACTION
 
 
 @build_doc
@@ -63,75 +67,17 @@ class RegistrySync(Interface):
     @eval_results
     def __call__(source=None, *, dataset=None):
         location = registry_location(dataset)
-        common = dict(action=ACTION, logger=lgr, refds=str(location))
-        if source is None:
-            yield from _rebuild(location, common)
+        yield from results(
+            sources.sync(location,
+                         None if source is None else os.fspath(source)),
+            common=dict(action=ACTION, logger=lgr, refds=str(location)),
+            path=location)
+
+    @staticmethod
+    def custom_result_renderer(res, **kwargs):
+        if res.get("action") != ACTION:
+            generic_result_renderer(res)
             return
-        source = os.fspath(source)
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source) and not \
-                source.startswith("file://"):
-            yield get_status_dict(
-                status="impossible", path=str(location), type="dataset",
-                source=source,
-                message=f"cannot sync from {source}: only JSON Lines files are "
-                        "supported as sources so far", **common)
-            return
-        if source.startswith("file://"):
-            source = source[len("file://"):]
-        yield from _import(location, Path(source).expanduser(), common)
-
-
-def _rebuild(location: Path, common: dict):
-    from datalad_registry_ext import registration
-    from datalad_registry_ext.registry import is_registry
-    if not is_registry(location):
-        yield get_status_dict(
-            status="impossible", path=str(location), type="dataset",
-            message=f"there is no registry at {location} to rebuild the index "
-                    "from (registry-submit creates one)", **common)
-        return
-    n = registration.rebuild_index(location)
-    yield get_status_dict(
-        status="ok", path=str(location), type="dataset", source="local",
-        records=n, message=f"rebuilt the index of {location}: {n} records",
-        **common)
-
-
-def _import(location: Path, path: Path, common: dict):
-    from datalad_registry_ext.sources import SourceError, import_jsonl
-    path = path.absolute()
-    try:
-        summary = import_jsonl(location, path)
-    except SourceError as e:
-        yield get_status_dict(status="error", path=str(path), type="file",
-                              source=str(path), message=str(e), **common)
-        return
-    for line, problem in summary.problems:
-        yield get_status_dict(
-            status="error", path=str(path), type="file", source=str(path),
-            line=line, message=f"{path} line {line}: {problem} (skipped)",
-            **common)
-    yield get_status_dict(
-        status="ok", path=str(path), type="file", source=str(path),
-        imported=summary.imported, added=summary.added,
-        updated=summary.updated, removed=summary.removed,
-        unchanged=summary.unchanged, skipped=len(summary.problems),
-        message=(f"imported {summary.imported} records from {path} "
-                 f"({summary.added} new, {summary.updated} updated, "
-                 f"{summary.removed} removed, {len(summary.problems)} lines "
-                 "skipped)"),
-        **common)
-
-
-def _render(res, **kwargs):
-    from datalad.ui import ui
-    if res.get("action") != ACTION:
-        from datalad.interface.utils import generic_result_renderer
-        generic_result_renderer(res)
-        return
-    label = {"ok": "synced", "notneeded": "unchanged"}.get(res["status"],
-                                                           res["status"])
-    ui.message(f"{label:<10} {res.get('message')}")
-
-
-RegistrySync.custom_result_renderer = staticmethod(_render)
+        label = {"ok": "synced", "notneeded": "unchanged"}.get(
+            res["status"], res["status"])
+        ui.message(f"{label:<10} {res.get('message')}")

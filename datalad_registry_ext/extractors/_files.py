@@ -26,10 +26,16 @@ import base64
 import datetime
 import json
 import os
-import subprocess
 from pathlib import Path, PurePosixPath
+from subprocess import CompletedProcess
 
 import yaml
+from datalad import cfg
+
+from datalad_registry_ext import gitcmd
+from datalad_registry_ext.config import METADATA_MAX_BYTES
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.records import MAX_NESTING, loads_strict, nesting_depth
 
 try:  # libyaml is much faster; fall back to the pure Python parser
     from yaml import CSafeLoader as _SafeLoader
@@ -44,15 +50,12 @@ YAML_ALIAS_EXPANSION_BUDGET = 10_000
 _ANNEX_POINTER_PREFIX = b"/annex/objects/"
 
 
-class MetadataFileError(ValueError):
+class MetadataFileError(RegistryExtError, ValueError):
     """A metadata file cannot be used; the message says which and why."""
 
 
 def max_bytes() -> int:
     """The configured size cap (``datalad.registry.metadata-max-bytes``)."""
-    from datalad import cfg
-
-    from datalad_registry_ext.config import METADATA_MAX_BYTES
     value = cfg.obtain(METADATA_MAX_BYTES, default=DEFAULT_MAX_BYTES)
     try:
         value = int(value)
@@ -67,7 +70,6 @@ def max_bytes() -> int:
 
 
 def _too_large(relpath: str, size: int, limit: int) -> MetadataFileError:
-    from datalad_registry_ext.config import METADATA_MAX_BYTES
     return MetadataFileError(
         f"{relpath} is too large to read ({size} bytes; the limit is "
         f"{limit} bytes, configuration {METADATA_MAX_BYTES})")
@@ -80,10 +82,8 @@ def _not_available(relpath: str) -> MetadataFileError:
 
 
 def _git(ds_path: Path, *args: str, input: bytes | None = None
-         ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", "-C", str(ds_path), *args], input=input,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         ) -> CompletedProcess:
+    return gitcmd.run(args, ds_path, input=input)
 
 
 def _read_from_git(ds_path: Path, relpath: str, ref: str, limit: int
@@ -189,16 +189,23 @@ def read_text(ds_path, relpath: str, **kwargs) -> str:
 
 # -- JSON --------------------------------------------------------------------
 
+def _nested_too_deeply(relpath: str) -> MetadataFileError:
+    return MetadataFileError(
+        f"{relpath} is nested too deeply (limit {MAX_NESTING}); not loaded")
+
+
 def parse_json(text: str, relpath: str):
     try:
-        return json.loads(text)
+        doc = loads_strict(text)
     except json.JSONDecodeError as e:
         raise MetadataFileError(
             f"invalid JSON in {relpath} at line {e.lineno}, column "
             f"{e.colno}: {e.msg}") from None
     except RecursionError:
-        raise MetadataFileError(
-            f"invalid JSON in {relpath}: nested too deeply") from None
+        raise _nested_too_deeply(relpath) from None
+    if nesting_depth(doc, MAX_NESTING) > MAX_NESTING:
+        raise _nested_too_deeply(relpath)
+    return doc
 
 
 def load_json(ds_path, relpath: str, **kwargs):
@@ -219,7 +226,8 @@ def _yaml_error(relpath: str, e: yaml.YAMLError) -> MetadataFileError:
 
 def check_yaml_aliases(text: str, relpath: str,
                        budget: int = YAML_ALIAS_EXPANSION_BUDGET) -> None:
-    """Reject YAML whose aliases would expand the document.
+    """Reject YAML whose aliases would expand the document, or that nests
+    deeper than ``MAX_NESTING``.
 
     Walks the parser's event stream (no objects are built) and computes, per
     anchor, how many nodes its value has once all aliases in it are
@@ -259,6 +267,10 @@ def check_yaml_aliases(text: str, relpath: str,
                 if event.anchor:
                     open_anchors.add(event.anchor)
                 stack.append([event.anchor, 1])
+                # before anything is composed: libyaml's composer recurses
+                # per level and crashes the process past ~25,000
+                if len(stack) > MAX_NESTING:
+                    raise _nested_too_deeply(relpath)
             elif isinstance(event, yaml.CollectionEndEvent):
                 anchor, n = stack.pop()
                 if anchor:
@@ -324,6 +336,7 @@ def load_yaml(ds_path, relpath: str, **kwargs):
 
 def success(extractor, metadata):
     """An ExtractorResult for ``metadata``."""
+    # our extractors are loaded through metalad's entry points: it is there
     from datalad_metalad.extractors.base import ExtractorResult
     return ExtractorResult(
         extractor_version=extractor.get_version(),

@@ -34,10 +34,10 @@ when it is installed.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from uuid import UUID
 
+from datalad_registry_ext import gitcmd
 from datalad_registry_ext.extractors._base import FileMetadataExtractor
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
@@ -94,10 +94,7 @@ def read_bids(ds_path, ref: str | None = None) -> dict:
 
 
 def _tree_files(ds_path, ref: str) -> list[str]:
-    proc = subprocess.run(
-        ["git", "-C", str(ds_path), "ls-tree", "-r", "-z", "--name-only",
-         ref],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = gitcmd.run(["ls-tree", "-r", "-z", "--name-only", ref], ds_path)
     if proc.returncode:
         raise MetadataFileError(
             f"cannot list the files of {ref}: "

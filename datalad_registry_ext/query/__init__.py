@@ -1,6 +1,7 @@
 """The registry search query language.
 
-A pure-Python implementation (no DataLad import) of DataLad-Registry's
+A pure-Python implementation (no DataLad import; the field catalogue comes
+from :mod:`datalad_registry_ext.records`) of DataLad-Registry's
 search language plus extensions; see ``docs/source/query-language.rst``.
 
 Public API::

@@ -32,12 +32,16 @@ head_describe, tags, branches, and each metadata record's extractor name and
 JSON text) with ``SEP`` ("\\x00"), which a query may not contain, so one
 ``in`` test per record cannot match across two fields.
 
-This module imports nothing of ours and nothing of DataLad.
+The fields come from the catalogue in :mod:`datalad_registry_ext.records`;
+nothing of DataLad is imported.
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+
+from datalad_registry_ext.records import CATALOGUE
+from datalad_registry_ext.records import SIZE_FIELDS as RECORD_SIZE_FIELDS
 
 STATE_FORMAT = "datalad-registry-ext/search-state"
 STATE_VERSION = 2
@@ -45,20 +49,21 @@ STATE_VERSION = 2
 #: Separator of the parts of the bare-term text; never part of a query.
 SEP = "\x00"
 
+_SEARCHED = tuple(f for f in CATALOGUE if f.search)
+
 #: Fields a bare word or "quoted string" searches (DataLad-Registry's).
-DEFAULT_FIELDS = ("url", "ds_id", "head", "head_describe", "tags", "branches",
-                  "metadata")
+DEFAULT_FIELDS = tuple(f.name for f in _SEARCHED if f.search == "default")
 #: Plain text fields.
-TEXT_FIELDS = ("url", "ds_id", "head", "head_describe", "annex_uuid", "source")
+TEXT_FIELDS = tuple(f.name for f in _SEARCHED if f.kind == "text")
 #: Fields holding JSON, searched as text and walkable with a path.
-JSON_FIELDS = ("tags", "branches", "metadata")
+JSON_FIELDS = tuple(f.name for f in _SEARCHED
+                    if f.kind == "json" and f.search == "default")
 #: Numeric fields; searchable as text, comparable with :> :>= :< :<=.
-NUMBER_FIELDS = ("annex_key_count", "annexed_files_in_wt_count",
-                 "annexed_files_in_wt_size", "git_objects_kb")
+NUMBER_FIELDS = tuple(f.name for f in _SEARCHED if f.kind == "int")
 #: Sizes: the unit a plain number is in, in bytes.
-SIZE_FIELDS = {"annexed_files_in_wt_size": 1, "git_objects_kb": 1024}
+SIZE_FIELDS = {n: u for n, u in RECORD_SIZE_FIELDS.items() if n in NUMBER_FIELDS}
 #: Date fields (ISO 8601 text); comparable.
-DATE_FIELDS = ("last_update_dt", "head_dt")
+DATE_FIELDS = tuple(f.name for f in _SEARCHED if f.kind == "date")
 #: Fields over the record's ``subdatasets`` list.
 SUBDATASET_FIELDS = {"subds_id": "ds_id", "subds_url": "url"}
 
@@ -66,6 +71,8 @@ SUBDATASET_FIELDS = {"subds_id": "ds_id", "subds_url": "url"}
 #: text; absent when there are none, so ``extraction_failures:""`` finds
 #: every record with a failing extractor.
 FAILURE_FIELD = "extraction_failures"
+assert FAILURE_FIELD in {f.name for f in _SEARCHED if f.kind == "json"}
+assert DEFAULT_FIELDS[-1] == "metadata"  # record_texts relies on it
 
 KNOWN_FIELDS = (DEFAULT_FIELDS + ("annex_uuid", "source")
                 + tuple(SUBDATASET_FIELDS) + NUMBER_FIELDS + DATE_FIELDS

@@ -22,6 +22,8 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
+from datalad_registry_ext.errors import RegistryExtError
+
 from . import fields as F
 
 __all__ = ["QueryError", "Term", "And", "Or", "Not", "MatchAll", "parse",
@@ -30,7 +32,7 @@ __all__ = ["QueryError", "Term", "And", "Or", "Not", "MatchAll", "parse",
 
 # -- errors ----------------------------------------------------------------------
 
-class QueryError(ValueError):
+class QueryError(RegistryExtError, ValueError):
     """An invalid query.
 
     ``str(err)`` shows the reason, the query with a caret under the failing
@@ -122,6 +124,12 @@ def unquote(s: str) -> str:
     return s[1:-1].replace('\\"', '"')
 
 
+#: Numbers in comparisons stay within 10**±MAX_EXPONENT (record values are
+#: 64-bit integers, below 10**19).
+MAX_EXPONENT = 30
+#: The longest query accepted, in characters.
+MAX_QUERY_LENGTH = 4096
+
 _NUMBER = re.compile(
     r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*\Z")
 _UNITS = {"b": 1}
@@ -144,6 +152,10 @@ def parse_number(text: str, fld: str):
     try:
         value = Decimal(number)
     except InvalidOperation:  # pragma: no cover - regex guarantees syntax
+        raise ValueError
+    # bound the magnitude before anything turns 1e9999999 into an integer
+    # of ten million digits
+    if value and not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
         raise ValueError
     if unit:
         if fld not in F.SIZE_FIELDS or unit.lower() not in _UNITS:
@@ -337,7 +349,8 @@ def _field_term(ref, op_tok, value_tok):
                 else:
                     what = "a number, e.g. 1000"
                 raise _Fail(f"invalid number {value!r} for {name}", vpos,
-                            "expected " + what)
+                            f"expected {what}, between -1e{MAX_EXPONENT} and "
+                            f"1e{MAX_EXPONENT}")
     elif op == "regex":
         try:
             check_regex(value)
@@ -368,6 +381,8 @@ def _flatten(cls, items):
 
 
 def _make_transformer():
+    # lark is imported when the first query is parsed, not when a command
+    # module is loaded: most registry-* calls never parse a query
     from lark import Transformer, v_args
 
     @v_args(inline=True)
@@ -562,6 +577,10 @@ def parse(text: str):
     """
     if not isinstance(text, str):
         raise QueryError(f"a query must be a string, not {type(text).__name__}")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise QueryError(f"query too long ({len(text)} characters)",
+                         text[:60] + "...", 60,
+                         f"expected at most {MAX_QUERY_LENGTH} characters")
     return _parse_cached(text)
 
 

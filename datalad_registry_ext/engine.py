@@ -1,0 +1,1805 @@
+"""The search engine: a derived SQLite database per index file.
+
+Searching used to load a marshalled :class:`~datalad_registry_ext.query.SearchView`
+state of every record; this module keeps the same data in an SQLite file
+(stdlib :mod:`sqlite3`) next to the index file, built once with
+:class:`Builder` and then opened read-only by :class:`Engine`, which answers
+queries without loading the records. The in-memory evaluator
+(:mod:`datalad_registry_ext.query.evaluate`) stays the reference: for every
+query the engine matches exactly the records :class:`SearchView` matches.
+
+Usage::
+
+    with Builder(db_path) as b:          # temporary file next to db_path
+        for rec in records:
+            b.add(rec)
+        b.finish(fingerprint)            # atomically replaces db_path
+    with Engine.open(db_path, fingerprint) as eng:
+        tree = parse("haxby")
+        eng.count(tree), eng.page(tree, limit=20), eng.stats(tree)
+
+The engine knows nothing of TinyDB or DataLad; ``fingerprint`` is any text
+that identifies the source data (a different one raises :class:`EngineStale`).
+
+Schema (version :data:`SCHEMA_VERSION`)
+---------------------------------------
+
+All texts are the lowercased renderings of
+:func:`datalad_registry_ext.query.fields.record_texts`, so substring tests
+in SQLite are Python's ``v in s`` (``instr`` and FTS5 compare UTF-8 bytes,
+which for valid UTF-8 is the same as comparing code points)::
+
+    meta(key PRIMARY KEY, value)    schema, fingerprint, count, fts, py rids
+    rec(rid INTEGER PRIMARY KEY,    position in the input (0-based)
+        py,                         1: evaluated in Python (see below)
+        has_all,                    1: the bare-term text exists
+        n_md,                       number of metadata records (with a name)
+        url ds_id head head_describe tags branches   default fields (texts)
+        annex_uuid source failures  other text fields
+        t_<number field>, t_<date field>  their texts (for :/:~)
+        n_<number field>            query.fields.to_number (int64 or finite REAL)
+        d_<date field>              query.fields.to_timestamp
+        s_ds s_size s_files s_annex collection_stats inputs: raw ds_id,
+                                    stats._int() of size/count, 1/0/NULL for
+                                    git-annex branch/other/branches unknown
+        o_<key>_a, o_<key>_d        rank (0..n-1) in search.order_records'
+                                    order per order key and direction)
+    sub(rid, f, v)                  one row per subdataset value; f is
+                                    'subds_id' or 'subds_url'
+    md(mid INTEGER PRIMARY KEY,     rid << 20 | k (k-th metadata record)
+       name,                        extractor name as given (selection)
+       name_lc,                     its lowercased text (searched)
+       js)                          lowercased jsonb text of the metadata
+    doc(rid INTEGER PRIMARY KEY, url, light, full)
+                                    raw url (lookup), JSON of the light
+                                    record (no metadata, + "extractors") and
+                                    of the full record
+    fts_rec  FTS5 over rec(url, ds_id, head, head_describe, tags, branches)
+    fts_md   FTS5 over md(name_lc, js)
+             both external-content, tokenize='trigram case_sensitive 1',
+             detail=full (phrase queries are substring searches)
+
+Texts never hold "\\x00" (record_texts replaces it); fields are separate
+columns or rows, so a term never matches across two fields (the reference
+joins them with "\\x00", which a query cannot contain).
+
+How a query becomes SQL
+-----------------------
+
+A query tree becomes ONE boolean SQL expression over ``rec r``: AND, OR and
+NOT map to SQL (long lists as balanced parentheses, to stay below SQLite's
+expression depth limit), and the operands of an AND are ordered cheapest
+first, positive ones before NOT ones (as evaluate.py does), because SQLite
+evaluates them in the order written and stops at the first false one. Every
+leaf evaluates to 0 or 1, never NULL, so NOT includes records that lack the
+field. The leaves:
+
+- substring terms of 3 or more characters on the default fields and on
+  metadata: ``r.rid IN (SELECT rowid FROM fts_... WHERE ... MATCH '"v"')``
+  (materialised once per statement; SQLite drives the search from it when
+  it is selective); ``v`` is lowercased in Python, like the texts;
+- shorter terms, other text fields, and everything when FTS5 is unavailable:
+  ``instr`` scans of the columns (``url`` and ``ds_id`` too: measured faster
+  than FTS for very common values, see :data:`FTS_FIELDS`);
+- comparisons and ``:=`` on number/date fields: plain column comparisons;
+- ``:=`` on text fields: equality on the lowercased column (subdatasets:
+  any row);
+- regular expressions, paths into JSON, ``:=``/``:~`` on tags, branches and
+  metadata: the Python function ``py_test(k, text)`` registered on the
+  connection (k selects the test of the running query), evaluated per
+  candidate row inside a correlated ``EXISTS``/``AND``, after the cheaper
+  operands; it reproduces ``evaluate.py``'s ``_json``/``_leaf`` (needles
+  pre-filter as ``instr``, branch names, metadata with and without
+  ``[extractors]``) with iterative JSON walks.
+
+Regular expressions share one time budget per query (``regex_timeout``):
+a progress handler and the Python tests check the deadline, so it works in
+any thread; in the main thread a SIGALRM timer also stops a single runaway
+match. Running out raises the :class:`~datalad_registry_ext.query.QueryError`
+SearchView.search raises.
+
+Hostile values
+--------------
+
+Records whose values SQLite cannot hold faithfully -- lone surrogates in a
+searched text, "\\x00" in an extractor name or ds_id, integers beyond 64 bits
+and NaN/Infinity in number or statistics columns -- are marked ``py``: SQL
+skips them and they are matched with the reference predicate
+(``query.compile_query``) on the stored record (there are usually none).
+Records too deeply nested for the reference's recursive rendering are
+rendered by an iterative fallback; a field that cannot be rendered at all is
+left out of the search texts (the record stays retrievable) and listed in
+:attr:`Builder.problems`; a record that cannot even be stored as JSON is
+skipped and listed there too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import operator
+import os
+import queue
+import re
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from datetime import datetime
+from urllib.parse import quote
+
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.query import REGEX_TIMEOUT, QueryError
+from datalad_registry_ext.query import fields as F
+from datalad_registry_ext.query.evaluate import _esc, compile_query
+from datalad_registry_ext.query.parser import And, MatchAll, Not, Or, Term
+from datalad_registry_ext.stats import _better, _has_annex_branch, _int
+
+__all__ = ["FTS5", "SCHEMA_VERSION", "Builder", "Engine", "EngineError",
+           "EngineStale", "EngineDamaged", "build", "merge_stats",
+           "ORDER_KEYS"]
+
+lgr = logging.getLogger("datalad.registry_ext.engine")
+
+SCHEMA_VERSION = 1
+
+#: search.order_records' keys (DataLad-Registry's)
+ORDER_KEYS = ("url", "annex_key_count", "annexed_files_in_wt_count",
+              "annexed_files_in_wt_size", "last_update_dt", "git_objects_kb")
+_DATE_KEYS = tuple(k for k in ORDER_KEYS if k in F.DATE_FIELDS)
+
+#: The default fields but metadata (txt columns, in fts_rec).
+DEFAULT_COLUMNS = tuple(f for f in F.DEFAULT_FIELDS if f != "metadata")
+#: Fields whose ``field:value`` substring terms use fts_rec; the others are
+#: ``instr`` scans. Measured on 13k records: url/ds_id/head are short and a
+#: scan of them costs ~1 ms, while FTS phrase queries for very common values
+#: (url:github matches 70%) cost more; tags/branches texts are longer.
+FTS_FIELDS = ("head_describe", "tags", "branches")
+
+# txt columns of the texts of record_texts (its ``text`` keys but the
+# subdatasets, which have a table of their own)
+_TEXT_COLUMN = {f: f for f in F.TEXT_FIELDS + F.JSON_FIELDS
+                if f != "metadata"}
+_TEXT_COLUMN[F.FAILURE_FIELD] = "failures"
+_TEXT_COLUMN.update({f: "t_" + f for f in F.NUMBER_FIELDS + F.DATE_FIELDS})
+assert set(DEFAULT_COLUMNS) <= set(_TEXT_COLUMN)
+
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_MID_BITS = 20  # md.mid = rid << 20 | k
+_MAX_MD = (1 << _MID_BITS) - 1
+
+_CMP_SQL = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "="}
+
+
+# -- FTS5 availability ----------------------------------------------------------
+
+_fts5 = None
+_fts5_lock = threading.Lock()
+
+
+def fts5_available() -> bool:
+    """Whether this Python's SQLite has FTS5 with the trigram tokenizer
+    (probed once)."""
+    global _fts5
+    if _fts5 is None:
+        with _fts5_lock:
+            if _fts5 is None:
+                try:
+                    con = sqlite3.connect(":memory:")
+                    try:
+                        con.execute("CREATE VIRTUAL TABLE t USING fts5(x, "
+                                    "tokenize='trigram case_sensitive 1')")
+                    finally:
+                        con.close()
+                    _fts5 = True
+                except sqlite3.Error as e:
+                    lgr.debug("SQLite %s has no FTS5 trigram tokenizer (%s); "
+                              "searching by scanning", sqlite3.sqlite_version, e)
+                    _fts5 = False
+    return _fts5
+
+
+def __getattr__(name):
+    # ``engine.FTS5`` is probed lazily, on first use
+    if name == "FTS5":
+        return fts5_available()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- errors ------------------------------------------------------------------------
+
+class EngineError(RegistryExtError):
+    """The search database cannot be used."""
+
+
+class EngineStale(EngineError):
+    """The search database was built from other data than the given one."""
+
+
+class EngineDamaged(EngineError):
+    """The search database is missing, unreadable or of another version."""
+
+
+# -- values -------------------------------------------------------------------------
+
+def _encodable(s: str) -> bool:
+    """Whether SQLite can store ``s`` (no lone surrogates)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sql_number(x) -> bool:
+    """Whether SQLite holds number ``x`` exactly (int64, finite float)."""
+    if isinstance(x, float):
+        return math.isfinite(x)
+    return _INT64[0] <= x <= _INT64[1]
+
+
+def _dumps(obj) -> str:
+    """JSON text for storage; lone surrogates escaped (json.loads restores
+    them), values JSON cannot hold as their str(). May raise (circular or
+    too deep): the caller reports the record."""
+    try:
+        s = json.dumps(obj, ensure_ascii=False)
+    except TypeError:
+        s = json.dumps(obj, ensure_ascii=False, default=str)
+    if not _encodable(s):
+        s = json.dumps(obj, default=str)
+    return s
+
+
+def light_record(record: dict) -> dict:
+    """A record without metadata content; ``extractors`` lists the names
+    (as ``index.light_record``)."""
+    light = {k: v for k, v in record.items() if k != "metadata"}
+    try:
+        names = {m.get("extractor_name") for m in record.get("metadata") or []
+                 if isinstance(m, dict)} - {None}
+    except TypeError:  # not a list, or unhashable names
+        names = set()
+    try:
+        light["extractors"] = sorted(names)
+    except TypeError:
+        light["extractors"] = sorted(names, key=str)
+    return light
+
+
+# -- iterative JSON helpers (no recursion on document depth) ----------------------
+
+def _jsonb_ordered(obj):
+    """query.fields.jsonb_ordered without recursion."""
+    if not isinstance(obj, (dict, list)):
+        return obj
+    root = [None]
+    stack = [(obj, root, 0)]
+    while stack:
+        src, parent, key = stack.pop()
+        if isinstance(src, dict):
+            items = (sorted(src.items(), key=F._jsonb_key) if len(src) > 1
+                     else src.items())
+            dst = {}
+            for k, v in items:
+                dst[k] = v  # a container is replaced below, keeping the order
+                if isinstance(v, (dict, list)):
+                    stack.append((v, dst, k))
+        else:
+            dst = list(src)
+            for i, v in enumerate(src):
+                if isinstance(v, (dict, list)):
+                    stack.append((v, dst, i))
+        parent[key] = dst
+    return root[0]
+
+
+def _jsonb_text(obj) -> str:
+    return json.dumps(_jsonb_ordered(obj), ensure_ascii=False, default=str)
+
+
+def _walk(obj, path):
+    """evaluate._walk: values at ``path`` under ``obj``, lists flattened."""
+    stack = [(obj, 0)]
+    n = len(path)
+    while stack:
+        obj, i = stack.pop()
+        while True:
+            if isinstance(obj, list):
+                stack.extend((x, i) for x in reversed(obj))
+                break
+            if i == n:
+                yield obj
+                break
+            if not isinstance(obj, dict):
+                break
+            try:
+                obj = obj[path[i]]
+            except KeyError:
+                break
+            i += 1
+
+
+def _leaves(obj):
+    """evaluate._leaves: texts of the scalars in ``obj``."""
+    stack = [obj]
+    leaf_text = F.leaf_text
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            stack.extend(reversed(list(obj.values())))
+        elif isinstance(obj, list):
+            stack.extend(reversed(obj))
+        else:
+            yield leaf_text(obj)
+
+
+def _value_text(obj):
+    if isinstance(obj, str):
+        return obj
+    return json.dumps(obj, ensure_ascii=False)
+
+
+# -- record -> rows ---------------------------------------------------------------------
+
+def _record_texts_fallback(record: dict, problems: list):
+    """query.fields.record_texts, rendering JSON iteratively and leaving out
+    a field that cannot be rendered (noted in ``problems``). Used when the
+    reference fails on a record (e.g. too deeply nested for its recursion)."""
+    clean, scalar = F._clean, F._scalar
+    text = {}
+    get = record.get
+
+    def attempt(what, fn):
+        try:
+            return fn()
+        except Exception as e:  # RecursionError, odd types, ...
+            problems.append(f"{what}: {type(e).__name__}: {e}"[:300])
+            return None
+
+    for f in F.TEXT_FIELDS:
+        s = attempt(f, lambda: scalar(get(f)))
+        if s is not None:
+            text[f] = s
+    tags = get("tags")
+    if tags is not None:
+        s = attempt("tags", lambda: clean(
+            tags if isinstance(tags, str) else json.dumps(
+                tags, ensure_ascii=False, default=str)))
+        if s is not None:
+            text["tags"] = s
+    branches = get("branches")
+    if branches is not None:
+        s = attempt("branches", lambda: clean(
+            branches if isinstance(branches, str) else _jsonb_text(branches)))
+        if s is not None:
+            text["branches"] = s
+    failures = get(F.FAILURE_FIELD)
+    if failures:
+        s = attempt(F.FAILURE_FIELD, lambda: clean(_jsonb_text(failures)))
+        if s is not None:
+            text[F.FAILURE_FIELD] = s
+    subds = get("subdatasets")
+    if subds:
+        for f, key in F.SUBDATASET_FIELDS.items():
+            vals = attempt(f, lambda: [clean(str(sd[key])) for sd in subds
+                                       if isinstance(sd, dict)
+                                       and sd.get(key) is not None])
+            if vals:
+                text[f] = F.SEP.join(vals)
+    num = {}
+    for f in F.NUMBER_FIELDS:
+        v = get(f)
+        if v is not None:
+            s = attempt(f, lambda: scalar(v))
+            if s is not None:
+                text[f] = s
+            n = attempt(f, lambda: F.to_number(v))
+            if n is not None:
+                num[f] = n
+    date = {}
+    for f in F.DATE_FIELDS:
+        v = get(f)
+        if v is not None:
+            s = attempt(f, lambda: scalar(v if not isinstance(v, datetime)
+                                          else v.isoformat()))
+            if s is not None:
+                text[f] = s
+            ts = attempt(f, lambda: F.to_timestamp(v))
+            if ts is not None:
+                date[f] = ts
+    meta = []
+    for m in attempt("metadata", lambda: list(get("metadata") or ())) or ():
+        if not isinstance(m, dict):
+            continue
+        name = m.get("extractor_name")
+        if name is None:
+            continue
+        js = attempt(f"metadata {name!r}", lambda: clean(
+            _jsonb_text(m.get("extracted_metadata"))))
+        if js is not None:
+            meta.append((str(name), js))
+    parts = [text[f] for f in F.DEFAULT_FIELDS[:-1] if f in text]
+    for name, js in meta:
+        parts.append(clean(name))
+        parts.append(js)
+    all_text = F.SEP.join(parts) if parts else None
+    return text, meta, num, date, all_text
+
+
+def _order_values(record: dict):
+    """(tie-break key, value per order key) as search.order_records uses
+    them. Values that order_records could not compare with the others (a
+    non-number under a number key, NaN, a non-text URL) count as null."""
+    def tie(v):
+        if not v:
+            return ""
+        return v if isinstance(v, str) else str(v)
+
+    get = record.get
+    vals = []
+    for key in ORDER_KEYS:
+        v = get(key)
+        if key in _DATE_KEYS:
+            v = F.to_timestamp(v) if v else None
+        elif key == "url":
+            v = v if isinstance(v, str) else None
+        elif not isinstance(v, (int, float)) or (
+                isinstance(v, float) and math.isnan(v)):
+            v = None
+        vals.append(v)
+    return (tie(get("url")), tie(get("source"))), vals
+
+
+def _rank_column(order_by: str, order_dir: str) -> str:
+    if order_by not in ORDER_KEYS:
+        raise ValueError(f"cannot order by {order_by!r}; use one of: "
+                         f"{', '.join(ORDER_KEYS)}")
+    if order_dir not in ("asc", "desc"):
+        raise ValueError(f"cannot order {order_dir!r}; use asc or desc")
+    return f"o_{order_by}_{order_dir[0]}"
+
+
+_RANK_COLUMNS = [f"o_{k}_{d}" for k in ORDER_KEYS for d in "ad"]
+
+# rec: narrow (numbers, flags, ranks): row lookups and scans stay cheap
+_REC_COLUMNS = (
+    ["rid", "py", "has_all", "n_md"]
+    + ["n_" + f for f in F.NUMBER_FIELDS] + ["d_" + f for f in F.DATE_FIELDS]
+    + ["s_size", "s_files", "s_annex"])
+# txt: the texts (and the content of fts_rec), and the raw ds_id
+_TXT_COLUMNS = ["rid"] + list(_TEXT_COLUMN.values()) + ["s_ds"]
+
+_SCHEMA = f"""
+CREATE TABLE meta(key TEXT PRIMARY KEY, value);
+CREATE TABLE rec(rid INTEGER PRIMARY KEY, {", ".join(
+    _REC_COLUMNS[1:] + _RANK_COLUMNS)});
+CREATE TABLE txt(rid INTEGER PRIMARY KEY, {", ".join(_TXT_COLUMNS[1:])});
+CREATE TABLE sub(rid INTEGER, f TEXT, v TEXT);
+CREATE TABLE md(mid INTEGER PRIMARY KEY, name TEXT, name_lc TEXT, js TEXT);
+CREATE TABLE doc(rid INTEGER PRIMARY KEY, url, light TEXT, "full" TEXT);
+"""
+
+# created after the bulk insert
+_INDEXES = [f"CREATE INDEX rec_{c} ON rec({c})" for c in _RANK_COLUMNS] + [
+    "CREATE INDEX txt_url ON txt(url)",
+    "CREATE INDEX txt_ds_id ON txt(ds_id)",
+    "CREATE INDEX sub_rid ON sub(rid, f)",
+    "CREATE INDEX sub_fv ON sub(f, v)",
+    "CREATE INDEX md_name ON md(name)",
+    "CREATE INDEX doc_url ON doc(url)",
+]
+
+_FTS_OPTIONS = ("tokenize='trigram case_sensitive 1', detail=full, "
+                "columnsize=0")
+_FTS_SCHEMA = [
+    f"CREATE VIRTUAL TABLE fts_rec USING fts5({', '.join(DEFAULT_COLUMNS)}, "
+    f"content='txt', content_rowid='rid', {_FTS_OPTIONS})",
+    "CREATE VIRTUAL TABLE fts_md USING fts5(name_lc, js, content='md', "
+    f"content_rowid='mid', {_FTS_OPTIONS})",
+    # fewer, larger segments while building (fewer merges, faster queries)
+    "INSERT INTO fts_rec(fts_rec, rank) VALUES('hashsize', 67108864)",
+    "INSERT INTO fts_md(fts_md, rank) VALUES('hashsize', 67108864)",
+]
+# the external-content FTS tables are filled from their content tables
+# batch by batch, in the writer thread (while Python renders the next batch)
+_FTS_FILL = [
+    f"INSERT INTO fts_rec(rowid, {', '.join(DEFAULT_COLUMNS)}) SELECT rid, "
+    f"{', '.join(DEFAULT_COLUMNS)} FROM txt WHERE rid BETWEEN ? AND ?",
+    "INSERT INTO fts_md(rowid, name_lc, js) SELECT mid, name_lc, js FROM md "
+    f"WHERE mid BETWEEN ? << {_MID_BITS} AND (? << {_MID_BITS}) + {_MAX_MD}",
+]
+
+
+def _record_rows(rid: int, record: dict, problems: list):
+    """The rows (rec, txt, sub, md, doc) of ``record`` and whether it is a
+    py record (see the module doc). Raises if it cannot be stored at all."""
+    full = _dumps(record)
+    light = _dumps(light_record(record))
+    url = record.get("url")
+    try:
+        text, meta, num, date, all_text = F.record_texts(record)
+    except Exception as e:
+        problems.append(f"rendered by the fallback ({type(e).__name__})")
+        text, meta, num, date, all_text = _record_texts_fallback(record,
+                                                                 problems)
+    if len(meta) > _MAX_MD:
+        problems.append(f"only the first {_MAX_MD} metadata records searched")
+        meta = meta[:_MAX_MD]
+    # anything SQLite cannot hold as is: match this record in Python
+    py = not all(_encodable(s) for s in text.values())
+    py = py or not all("\x00" not in name and _encodable(name)
+                       and _encodable(js) for name, js in meta)
+    py = py or not all(_sql_number(v) for v in num.values())
+    size = _int(record.get("annexed_files_in_wt_size"))
+    files = _int(record.get("annexed_files_in_wt_count"))
+    py = py or not all(v is None or _sql_number(v) for v in (size, files))
+    ds = record.get("ds_id")
+    if isinstance(ds, bool):
+        ds = int(ds)
+    if isinstance(ds, str):
+        py = py or "\x00" in ds or not _encodable(ds)
+    elif ds is not None and (not isinstance(ds, (int, float))
+                             or not _sql_number(ds)):
+        py = True
+    branches = record.get("branches")
+    try:
+        annex = None if branches is None else int(_has_annex_branch(branches))
+    except Exception:
+        annex, py = None, True
+    key = url if isinstance(url, str) and "\x00" not in url \
+        and _encodable(url) else None
+    # records() finds such URLs among the py records
+    py = py or (key is None and url is not None)
+    doc = (rid, key, light, full)
+    if py:
+        # no search values: SQL leaves py records out
+        return ((rid, 1, 0, 0) + (None,) * (len(_REC_COLUMNS) - 4),
+                (rid,) + (None,) * (len(_TXT_COLUMNS) - 1), [], [], doc, True)
+    t = text.get
+    rec = ((rid, 0, int(all_text is not None), len(meta))
+           + tuple(num.get(f) for f in F.NUMBER_FIELDS)
+           + tuple(date.get(f) for f in F.DATE_FIELDS)
+           + (size, files, annex))
+    txt = (rid,) + tuple(t(f) for f in _TEXT_COLUMN) + (ds,)
+    sub = [(rid, f, v) for f in F.SUBDATASET_FIELDS if f in text
+           for v in text[f].split(F.SEP)]
+    md = [((rid << _MID_BITS) | k, name, F._clean(name), js)
+          for k, (name, js) in enumerate(meta)]
+    return rec, txt, sub, md, doc, False
+
+
+# -- building -----------------------------------------------------------------------------
+
+class Builder:
+    """Build a search database incrementally::
+
+        with Builder(db_path) as b:
+            for rec in records:      # in index order
+                b.add(rec)
+            b.finish(fingerprint)
+
+    The database is written to a temporary file next to ``db_path``
+    (``<name>.<random>.tmp``) and moved into place by :meth:`finish`;
+    leaving the block without finishing, or with an exception, removes it.
+    ``fts``: build the full-text index (None: if FTS5 is available).
+
+    Python renders the records while a writer thread inserts the previous
+    batch and indexes it (SQLite releases the GIL). After :meth:`finish`,
+    :attr:`problems` lists ``(position, url, message)`` of the records
+    that are not fully searchable or were skipped (see the module doc).
+    """
+
+    BATCH = 500
+    FTS_CHUNK = 4000
+    #: merge the FTS index segments into one at the end
+    FTS_OPTIMIZE = True
+
+    def __init__(self, db_path, *, fts: bool | None = None):
+        self.db_path = os.fspath(db_path)
+        self.fts = fts5_available() if fts is None else bool(fts)
+        if self.fts and not fts5_available():
+            raise EngineError("this Python's SQLite has no FTS5 trigram "
+                              "tokenizer")
+        directory, name = os.path.split(os.path.abspath(self.db_path))
+        fd, self.tmp_path = tempfile.mkstemp(prefix=name + ".", suffix=".tmp",
+                                             dir=directory)
+        os.close(fd)
+        self.problems = []
+        self._n = 0          # records seen
+        self._stored = 0     # records stored (the next rid)
+        self._py = []
+        self._keys = []      # order_values per stored record, for the ranks
+        self._batch = ([], [], [], [], [])
+        self._batch_start = 0
+        self._done = False
+        self._error = None
+        self._thread = None
+        self._fts_next = 0   # the first rid not indexed in FTS yet
+        try:
+            self._db = sqlite3.connect(self.tmp_path, isolation_level=None,
+                                       check_same_thread=False)
+            db = self._db
+            # a throw-away file until finish(): no journal, no syncing
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA temp_store=MEMORY")
+            db.execute("PRAGMA cache_size=-262144")
+            db.executescript(_SCHEMA)
+            if self.fts:
+                for stmt in _FTS_SCHEMA:
+                    db.execute(stmt)
+            db.execute("BEGIN")
+        except sqlite3.Error as e:
+            self.abort()
+            raise self._failed(e) from e
+        except BaseException:
+            self.abort()
+            raise
+        self._queue = queue.Queue(maxsize=4)
+        self._thread = threading.Thread(target=self._writer, daemon=True,
+                                        name="registry-engine-builder")
+        self._thread.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self._done:
+            self.abort()
+        return False
+
+    def _failed(self, e) -> EngineError:
+        return EngineError(f"cannot write the search database "
+                           f"{self.tmp_path}: {e}")
+
+    # -- the writer thread ---------------------------------------------------------
+
+    def _writer(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # keep draining so that add() never blocks
+            try:
+                self._write(*item)
+            except BaseException as e:
+                self._error = e
+
+    def _write(self, first, last, batch):
+        """Insert one batch (rids first..last); index in FTS every
+        FTS_CHUNK records (each FTS statement writes a new index segment,
+        which later have to be merged: fewer, larger ones are cheaper)."""
+        db = self._db
+        final = batch is None  # the end: index the rest in FTS
+        if final:
+            last = self._stored - 1
+            batch = ([],) * 5
+        recs, txts, subs, mds, docs = batch
+        db.executemany(f"INSERT INTO rec({', '.join(_REC_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(_REC_COLUMNS))})", recs)
+        db.executemany(f"INSERT INTO txt({', '.join(_TXT_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(_TXT_COLUMNS))})", txts)
+        db.executemany("INSERT INTO sub VALUES (?, ?, ?)", subs)
+        db.executemany("INSERT INTO md VALUES (?, ?, ?, ?)", mds)
+        db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?)", docs)
+        if self.fts and (final
+                         or last + 1 - self._fts_next >= self.FTS_CHUNK):
+            for stmt in _FTS_FILL:
+                db.execute(stmt, (self._fts_next, last))
+            self._fts_next = last + 1
+
+    def _check(self):
+        if self._error is not None:
+            e = self._error
+            if isinstance(e, sqlite3.Error):
+                raise self._failed(e) from e
+            raise e
+
+    def _flush(self):
+        self._check()
+        if self._stored > self._batch_start:
+            self._queue.put((self._batch_start, self._stored - 1,
+                             self._batch))
+        self._batch = ([], [], [], [], [])
+        self._batch_start = self._stored
+
+    # -- the API -----------------------------------------------------------------------
+
+    def add(self, record: dict) -> None:
+        """Add the next record (a dict in API v2 shape)."""
+        if self._done:
+            raise EngineError("this builder is finished")
+        pos = self._n
+        self._n += 1
+        url = record.get("url") if isinstance(record, dict) else None
+        problems = []
+        try:
+            if not isinstance(record, dict):
+                raise TypeError(f"not a dict but {type(record).__name__}")
+            rows = _record_rows(self._stored, record, problems)
+            keys = _order_values(record)
+        except Exception as e:
+            self.problems.append((pos, url, f"skipped: {type(e).__name__}: "
+                                            f"{e}"[:300]))
+            lgr.warning("record %s (%s) not added to the search database: %s",
+                        pos, url, e)
+            return
+        for p in problems:
+            self.problems.append((pos, url, p))
+        if problems:
+            lgr.debug("record %s (%s): %s", pos, url, "; ".join(problems))
+        if rows[5]:
+            self._py.append(self._stored)
+        self._stored += 1
+        self._keys.append(keys)
+        recs, txts, subs, mds, docs = self._batch
+        recs.append(rows[0])
+        txts.append(rows[1])
+        subs.extend(rows[2])
+        mds.extend(rows[3])
+        docs.append(rows[4])
+        if len(recs) >= self.BATCH:
+            self._flush()
+
+    def _ranks(self):
+        """Rows (ranks..., rid) for UPDATE: per order key and direction,
+        each record's position in search.order_records' order."""
+        keys = self._keys
+        n = len(keys)
+        by_tie = sorted(range(n), key=lambda i: keys[i][0])
+        columns = []
+        for j in range(len(ORDER_KEYS)):
+            present = [i for i in by_tie if keys[i][1][j] is not None]
+            missing = [i for i in by_tie if keys[i][1][j] is None]
+            for reverse in (False, True):
+                # stable sorts: ties keep the url/source order, also reversed
+                order = sorted(present, key=lambda i: keys[i][1][j],
+                               reverse=reverse) + missing
+                rank = [0] * n
+                for pos, i in enumerate(order):
+                    rank[i] = pos
+                columns.append(rank)
+        return zip(*columns, range(n))
+
+    def finish(self, fingerprint: str) -> int:
+        """Build the indexes, store ``fingerprint``, move the database into
+        place; return the number of records stored."""
+        if self._done:
+            raise EngineError("this builder is finished")
+        if not isinstance(fingerprint, str):
+            raise TypeError("the fingerprint must be a str")
+        try:
+            self._flush()
+            self._queue.put((0, 0, None))  # index the rest in FTS
+            self._queue.put(None)
+            self._thread.join()
+            self._check()
+            db = self._db
+            if self.fts and self.FTS_OPTIMIZE:
+                for t in ("fts_rec", "fts_md"):
+                    db.execute(f"INSERT INTO {t}({t}) VALUES('optimize')")
+            sets = ", ".join(f"{c} = ?" for c in _RANK_COLUMNS)
+            db.executemany(f"UPDATE rec SET {sets} WHERE rid = ?",
+                           self._ranks())
+            self._keys = []
+            for stmt in _INDEXES:
+                db.execute(stmt)
+            meta = {"schema": SCHEMA_VERSION, "fingerprint": fingerprint,
+                    "count": self._stored, "fts": int(self.fts),
+                    "py": json.dumps(self._py),
+                    "sqlite": sqlite3.sqlite_version}
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            db.execute("ANALYZE")
+            db.execute("COMMIT")
+            db.close()
+            os.replace(self.tmp_path, self.db_path)
+        except sqlite3.Error as e:
+            self.abort()
+            raise self._failed(e) from e
+        except OSError as e:
+            self.abort()
+            raise EngineError(f"cannot write the search database "
+                              f"{self.db_path}: {e.strerror or e}") from e
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return self._stored
+
+    def abort(self) -> None:
+        """Discard the temporary database (idempotent)."""
+        self._done = True
+        self._error = self._error or EngineError("aborted")
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)  # the writer drains and stops
+            thread.join()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error:  # pragma: no cover
+                pass
+        try:
+            os.unlink(self.tmp_path)
+        except OSError:
+            pass
+
+
+def build(db_path, records, fingerprint: str, *, fts: bool | None = None) -> int:
+    """Build the search database of ``records`` at ``db_path``; return the
+    number of records stored."""
+    with Builder(db_path, fts=fts) as b:
+        for rec in records:
+            b.add(rec)
+        return b.finish(fingerprint)
+
+
+# -- query -> SQL -----------------------------------------------------------------------------
+
+# cost ranks for ordering the operands of AND (per row; IN subqueries are
+# materialised once per statement)
+_C_COLUMN, _C_SET, _C_SCAN, _C_BIG_SCAN, _C_PYTHON = 1, 2, 5, 30, 200
+
+
+class _Compiled:
+    """A query tree as SQL: ``where`` (``{rid}`` stands for the record id),
+    its ``params``, the ``sets`` it reads (see _Conn.ensure), the ``tests``
+    py_test(k, ...) calls as (term, callable, is_regex), and which tables it
+    reads (rec ``r``, txt ``x``)."""
+    __slots__ = ("where", "params", "sets", "tests", "regex", "uses_r",
+                 "uses_x")
+
+    def __init__(self, where, params, sets, tests, uses_r, uses_x):
+        self.where = where
+        self.params = params
+        self.sets = sets
+        self.tests = tests
+        self.regex = [t for t, _, rx in tests if rx]
+        self.uses_r = uses_r
+        self.uses_x = uses_x
+
+
+def _phrase(v: str, column: str | None = None) -> str:
+    """An FTS5 phrase query (a substring search with the trigram tokenizer)."""
+    q = '"' + v.replace('"', '""') + '"'
+    return q if column is None else "{" + column + "} : " + q
+
+
+def _balanced(op: str, parts: list) -> str:
+    """``a op b op c ...`` as balanced parentheses (SQLite limits the depth
+    of expressions to 1000), the operands in the same order."""
+    while len(parts) > 1:
+        parts = [f"({parts[i]} {op} {parts[i + 1]})" if i + 1 < len(parts)
+                 else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _operand(x):
+    """A comparison operand SQLite compares exactly, or None."""
+    if isinstance(x, int) and not _sql_number(x):
+        f = float(x)
+        return f if f == x else None  # beyond int64 but exact as a double
+    return x
+
+
+# the metadata rows of the record (md.mid = rid << 20 | k): a rowid range
+_MD_OF_R = (f"m.mid BETWEEN ({{rid}} << {_MID_BITS}) "
+            f"AND ({{rid}} << {_MID_BITS}) + {_MAX_MD}")
+
+
+class _Compiler:
+    """Query tree -> :class:`_Compiled`; see the module doc."""
+
+    def __init__(self, fts: bool):
+        self.fts = fts
+        self.tests = []
+        self.sets = {}
+        self.uses_r = self.uses_x = False
+
+    def compile(self, tree) -> _Compiled:
+        sql, params, _ = self._node(tree)
+        return _Compiled(sql, params, list(self.sets.values()), self.tests,
+                         self.uses_r, self.uses_x)
+
+    def _set(self, sql: str, params: list) -> str:
+        """``{rid} IN`` the record ids ``sql`` selects, kept in a temporary
+        table of the connection (see _Conn.ensure)."""
+        if not all(_encodable(p) for p in params if isinstance(p, str)):
+            raise _Unencodable()
+        key = repr((sql, params)).encode("utf-8")
+        name = "s_" + hashlib.sha1(key).hexdigest()[:20]
+        self.sets[name] = (name, sql, params)
+        return f"{{rid}} IN temp.{name}"
+
+    def _r(self, col):
+        self.uses_r = True
+        return "r." + col
+
+    def _x(self, col):
+        self.uses_x = True
+        return "x." + col
+
+    def _node(self, node):
+        """(sql, params, cost) of a node; params in the order of the SQL."""
+        if isinstance(node, Term):
+            try:
+                sql, params, cost = self._term(node)
+                if not all(_encodable(p) for p in params
+                           if isinstance(p, str)):
+                    raise _Unencodable()
+            except _Unencodable:
+                # a value with a lone surrogate: only py records (matched
+                # in Python) can contain it
+                return "0", [], 0
+            return sql, params, cost
+        if isinstance(node, Not):
+            sql, params, cost = self._node(node.item)
+            return f"NOT {sql}", params, cost + 1
+        if isinstance(node, (And, Or)):
+            items = list(dict.fromkeys(node.items))  # a AND a is a
+            parts = [self._node(x) for x in items]
+            if isinstance(node, And):
+                # cheap and selective first, NOT last (as evaluate.py)
+                pos = sorted((p for x, p in zip(items, parts)
+                              if not isinstance(x, Not)), key=lambda p: p[2])
+                neg = sorted((p for x, p in zip(items, parts)
+                              if isinstance(x, Not)), key=lambda p: p[2])
+                parts = pos + neg
+            sql = _balanced("AND" if isinstance(node, And) else "OR",
+                            [p[0] for p in parts])
+            return sql, [x for p in parts for x in p[1]], sum(
+                p[2] for p in parts)
+        if isinstance(node, MatchAll):
+            return "1", [], 0
+        raise TypeError(f"not a query tree node: {node!r}")
+
+    def _fts_all(self, needles, column):
+        """An FTS5 query for the rows whose ``column`` contains every needle
+        of 3 or more characters (None if there is none)."""
+        if not self.fts:
+            return None
+        long = [n for n in needles if len(n) >= 3]
+        return " AND ".join(_phrase(n, column) for n in long) or None
+
+    def _test(self, term, fn, regex=False) -> int:
+        self.tests.append((term, fn, regex))
+        return len(self.tests) - 1
+
+    # -- leaves (each 0 or 1, never NULL) ------------------------------------------
+
+    def _term(self, t: Term):
+        f, op = t.field, t.op
+        if f is None:
+            return self._bare(t.value.lower())
+        if f == "metadata":
+            return self._metadata(t)
+        if f in ("tags", "branches") and (t.path or op in ("eq", "regex")):
+            k = self._test(t, _json_test(t, branch_names=(
+                f == "branches" and not t.path)), op == "regex")
+            needles = _needles(t)
+            col = self._x(f)
+            conds = [f"{col} IS NOT NULL"]
+            q = self._fts_all(needles, f)
+            if q:  # the records whose text has the needles, found by FTS
+                conds.insert(0, self._set("SELECT rowid FROM fts_rec WHERE "
+                                          "fts_rec MATCH ?", [q]))
+            conds += [f"instr({col}, ?) > 0" for _ in needles]
+            conds.append(f"py_test({k}, {col})")
+            return "(" + " AND ".join(conds) + ")", needles, _C_PYTHON
+        if f in F.SUBDATASET_FIELDS:
+            return self._subdatasets(t)
+        if f in F.NUMBER_FIELDS and op not in ("contains", "regex"):
+            c = self._r("n_" + f)
+            x = _operand(t.operand)
+            if x is None:  # an integer SQLite cannot hold: compare in Python
+                cmp, operand = getattr(operator, op), t.operand
+                k = self._test(t, lambda s: cmp(s, operand))
+                return f"({c} IS NOT NULL AND py_test({k}, {c}))", [], \
+                    _C_PYTHON
+            return f"({c} IS NOT NULL AND {c} {_CMP_SQL[op]} ?)", [x], \
+                _C_COLUMN
+        if f in F.DATE_FIELDS and op not in ("contains", "regex"):
+            start, end = t.operand
+            c = self._r("d_" + f)
+            sql, params = {
+                "gt": (f"{c} >= ?", [end]), "ge": (f"{c} >= ?", [start]),
+                "lt": (f"{c} < ?", [start]), "le": (f"{c} < ?", [end]),
+                "eq": (f"{c} >= ? AND {c} < ?", [start, end])}[op]
+            return f"({c} IS NOT NULL AND {sql})", params, _C_COLUMN
+        col = self._x(_TEXT_COLUMN[f])
+        v = t.value.lower()
+        if op == "contains":
+            if not v:
+                return f"({col} IS NOT NULL)", [], _C_COLUMN
+            if self.fts and f in FTS_FIELDS and len(v) >= 3:
+                return self._set("SELECT rowid FROM fts_rec WHERE fts_rec "
+                                 "MATCH ?", [_phrase(v, f)]), [], _C_SET
+            return f"coalesce(instr({col}, ?), 0) > 0", [v], _C_SCAN
+        if op == "eq":
+            return f"({col} IS NOT NULL AND {col} = ?)", [v], _C_COLUMN
+        if op == "regex":
+            k = self._test(t, _regex_test(t.value), True)
+            return f"({col} IS NOT NULL AND py_test({k}, {col}))", [], \
+                _C_PYTHON
+        raise AssertionError(f"unhandled term {t!r}")  # pragma: no cover
+
+    def _bare(self, v: str):
+        """A word or "string": any default field, any metadata record's
+        extractor name or JSON text contains it."""
+        if not v:
+            return self._r("has_all"), [], _C_COLUMN
+        if self.fts and len(v) >= 3:
+            q = _phrase(v)
+            return self._set(
+                "SELECT rowid FROM fts_rec WHERE fts_rec MATCH ? UNION ALL "
+                f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
+                "MATCH ?", [q, q]), [], _C_SET
+        conds = [f"coalesce(instr({self._x(c)}, ?), 0) > 0"
+                 for c in DEFAULT_COLUMNS]
+        conds.append(f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R} AND "
+                     "(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0))")
+        return "(" + " OR ".join(conds) + ")", [v] * 8, _C_BIG_SCAN
+
+    def _metadata(self, t: Term):
+        """evaluate.py's _metadata: with [extractors] their JSON texts,
+        without also every extractor name."""
+        names = None
+        if t.extractors is not None:
+            # a name SQLite cannot hold is only in py records
+            names = [n for n in dict.fromkeys(t.extractors) if _encodable(n)]
+            if not names:
+                return "0", [], 0
+        name_sql = ("" if names is None
+                    else f" AND m.name IN ({', '.join('?' * len(names))})")
+        name_params = names or []
+        if t.path or t.op in ("eq", "regex"):
+            k = self._test(t, _json_test(t), t.op == "regex")
+            needles = _needles(t)
+            cond = "".join(" AND instr(m.js, ?) > 0" for _ in needles)
+            sql = (f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R}{name_sql}"
+                   f"{cond} AND py_test({k}, m.js))")
+            q = self._fts_all(needles, "js")
+            if q:  # the records with the needles in some metadata, by FTS
+                sql = "(" + self._set(
+                    f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
+                    "MATCH ?", [q]) + f" AND {sql})"
+            return sql, name_params + needles, _C_PYTHON
+        v = t.value.lower()
+        if not v:
+            if names is None:
+                return f"({self._r('n_md')} > 0)", [], _C_COLUMN
+            return (f"{{rid}} IN (SELECT mid >> {_MID_BITS} FROM md m "
+                    f"WHERE 1{name_sql})", name_params, _C_SET)
+        if self.fts and len(v) >= 3:
+            if names is None:  # the extractor name or the JSON text
+                return self._set(f"SELECT rowid >> {_MID_BITS} FROM fts_md "
+                                 "WHERE fts_md MATCH ?", [_phrase(v)]), [], \
+                    _C_SET
+            return self._set(
+                f"SELECT mid >> {_MID_BITS} FROM md m WHERE mid IN (SELECT "
+                f"rowid FROM fts_md WHERE fts_md MATCH ?){name_sql}",
+                [_phrase(v, "js")] + name_params), [], _C_SET
+        if names is None:
+            cond = "(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0)"
+            params = [v, v]
+        else:
+            cond = "instr(m.js, ?) > 0"
+            params = [v]
+        return (f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R}{name_sql} AND "
+                f"{cond})", name_params + params, _C_BIG_SCAN)
+
+    def _subdatasets(self, t: Term):
+        """subds_id/subds_url: any subdataset's value."""
+        f, op, v = t.field, t.op, t.value.lower()
+        if op == "regex":
+            k = self._test(t, _regex_test(t.value), True)
+            return ("EXISTS (SELECT 1 FROM sub s WHERE s.rid = {rid} AND "
+                    f"s.f = ? AND py_test({k}, s.v))", [f], _C_PYTHON)
+        if op == "eq":
+            return ("{rid} IN (SELECT rid FROM sub WHERE f = ? AND v = ?)",
+                    [f, v], _C_SET)
+        if not v:
+            return "{rid} IN (SELECT rid FROM sub WHERE f = ?)", [f], _C_SET
+        return ("{rid} IN (SELECT rid FROM sub WHERE f = ? AND "
+                "instr(v, ?) > 0)", [f, v], _C_SET)
+
+
+def _needles(t: Term) -> list:
+    """evaluate._json's pre-filter: texts a matching JSON text contains."""
+    needles = ['"' + _esc(seg.lower()) + '"' for seg in t.path]
+    v = t.value.lower()
+    if t.op in ("contains", "eq") and v:
+        needles.append(_esc(v))
+    return needles
+
+
+def _regex_test(pattern):
+    search = re.compile(pattern, re.IGNORECASE).search
+
+    def test(s):
+        return search(s) is not None
+    return test
+
+
+def _json_test(t: Term, branch_names=False):
+    """evaluate._json's test of one JSON text (after the needles), with
+    iterative walks."""
+    path = tuple(seg.lower() for seg in t.path)
+    op = t.op
+    v = t.value.lower()
+    if op == "contains":
+        def test(obj):
+            return any(v in _value_text(x) for x in _walk(obj, path))
+    elif op == "eq":
+        def test(obj):
+            if branch_names and isinstance(obj, dict) and v in obj:
+                return True
+            return any(leaf == v for x in _walk(obj, path)
+                       for leaf in _leaves(x))
+    else:
+        rx = re.compile(t.value, re.IGNORECASE)
+
+        def test(obj):
+            if branch_names and isinstance(obj, dict) and any(
+                    rx.search(k) for k in obj):
+                return True
+            return any(rx.search(leaf) for x in _walk(obj, path)
+                       for leaf in _leaves(x))
+    loads = json.loads
+
+    def run(s):
+        try:
+            obj = loads(s)
+        except ValueError:
+            return False
+        return test(obj)
+    return run
+
+
+# -- connections --------------------------------------------------------------------------------
+
+class _Timeout(Exception):
+    pass
+
+
+class _Unencodable(Exception):
+    pass
+
+
+class _Alarm(BaseException):
+    pass
+
+
+class _Budget:
+    """The regular-expression time budget of one statement."""
+    __slots__ = ("deadline", "fired", "term")
+
+    def __init__(self, seconds, term):
+        self.deadline = time.monotonic() + seconds
+        self.fired = False
+        self.term = term  # reported when the budget runs out
+
+    def expired(self) -> bool:
+        if not self.fired and time.monotonic() > self.deadline:
+            self.fired = True
+        return self.fired
+
+
+class _Conn:
+    """One read-only connection with py_test() registered; ``tests``,
+    ``budget`` and ``current`` belong to the statement running on it."""
+
+    def __init__(self, uri):
+        self.db = sqlite3.connect(uri, uri=True, check_same_thread=False,
+                                  isolation_level=None, cached_statements=256)
+        # the file never changes in place (immutable=1): map it
+        self.db.execute("PRAGMA mmap_size=2147418112")
+        self.db.execute("PRAGMA cache_size=-32768")
+        self.db.execute("PRAGMA temp_store=MEMORY")
+        self.tests = ()
+        self.budget = None
+        self.current = None
+        self.sets = OrderedDict()  # temp tables of FTS results, LRU
+        self.db.create_function("py_test", 2, self._py_test)
+
+    #: FTS results kept per connection (each a table of record ids)
+    MAX_SETS = 32
+
+    def ensure(self, sets):
+        """Create the temporary tables of ``sets`` [(name, sql, params)]
+        that do not exist yet. An FTS lookup then costs once for count(),
+        page() and stats() of a query, and for repeated searches (as
+        SearchView's leaf cache)."""
+        for name, sql, params in sets:
+            if name in self.sets:
+                self.sets.move_to_end(name)
+                continue
+            self.db.execute(f"CREATE TEMP TABLE {name}(rid INTEGER PRIMARY "
+                            "KEY)")
+            self.sets[name] = True
+            self.db.execute(f"INSERT OR IGNORE INTO temp.{name} {sql}", params)
+        if len(self.sets) > self.MAX_SETS:
+            needed = {name for name, _, _ in sets}
+            for name in [n for n in self.sets if n not in needed][
+                    :len(self.sets) - self.MAX_SETS]:
+                del self.sets[name]
+                self.db.execute(f"DROP TABLE temp.{name}")
+
+    def _py_test(self, k, s):
+        if s is None:
+            return 0
+        term, fn, regex = self.tests[k]
+        budget = self.budget
+        if regex and budget is not None:
+            self.current = term
+            if budget.expired():
+                raise _Timeout()
+        try:
+            return 1 if fn(s) else 0
+        except (RecursionError, ValueError, TypeError):
+            # e.g. a document too deeply nested to load: no match
+            return 0
+
+    def _progress(self):
+        return 1 if self.budget is not None and self.budget.expired() else 0
+
+
+@contextmanager
+def _alarm(budget: _Budget):
+    """In the main thread, also stop a single runaway regular-expression
+    match with SIGALRM (Python's ``re`` checks for signals); elsewhere the
+    deadline checks between rows must do."""
+    usable = (hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if usable:
+        try:
+            usable = signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        except Exception:  # pragma: no cover
+            usable = False
+    if not usable:
+        yield
+        return
+
+    def handler(signum, frame):
+        budget.fired = True
+        raise _Alarm()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL,
+                     max(budget.deadline - time.monotonic(), 1e-3))
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM,
+                          old if old is not None else signal.SIG_DFL)
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def _check_file(path: str) -> None:
+    """Raise EngineDamaged unless ``path`` is a complete SQLite file (the
+    page count in its header times the page size is its length)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise EngineDamaged(f"the search database {path} does not exist") \
+            from None
+    except OSError as e:
+        raise EngineDamaged(f"cannot read the search database {path}: "
+                            f"{e.strerror or e}") from e
+    if len(head) < 100 or not head.startswith(_HEADER):
+        raise EngineDamaged(f"the search database {path} is not an SQLite "
+                            "database")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]
+    if not page or size % page or (valid and pages * page != size):
+        raise EngineDamaged(f"the search database {path} is truncated or "
+                            "damaged")
+
+
+class Engine:
+    """A search database opened read-only (:meth:`open`); see the module doc.
+
+    Safe to share between threads and to keep open for many searches:
+    every call borrows a connection from a pool (made on demand).
+    Methods take a parsed query tree or a query text.
+    """
+
+    def __init__(self, path, meta, *, regex_timeout=None, fts=None):
+        self.path = os.fspath(path)
+        self.regex_timeout = (REGEX_TIMEOUT if regex_timeout is None
+                              else regex_timeout)
+        self._uri = _uri(self.path)
+        self.n = int(meta["count"])
+        has_fts = bool(int(meta["fts"]))
+        if fts and not has_fts:
+            raise EngineError(f"the search database {self.path} has no "
+                              "full-text index")
+        # a database built with FTS is searched by scanning where this
+        # Python's SQLite lacks FTS5
+        self.fts = has_fts and (fts5_available() if fts is None else fts)
+        self.fingerprint = meta["fingerprint"]
+        self._py_rids = json.loads(meta["py"])
+        self._py_records = None   # rid -> record, loaded when needed
+        self._pool = []
+        self._all = []
+        self._lock = threading.Lock()
+        self._cache = OrderedDict()   # tree -> _Compiled
+        self._counts = OrderedDict()  # tree -> count (to plan page())
+        self._closed = False
+
+    @classmethod
+    def open(cls, db_path, fingerprint: str | None = None, *,
+             regex_timeout=None, fts: bool | None = None) -> "Engine":
+        """Open ``db_path`` read-only.
+
+        Raises EngineDamaged when it is missing, not a (complete) SQLite
+        database or of another schema version, EngineStale when
+        ``fingerprint`` is given and is not the stored one. ``fts=False``
+        searches by scanning even where a full-text index exists.
+        """
+        path = os.fspath(db_path)
+        _check_file(path)
+        try:
+            db = sqlite3.connect(_uri(path), uri=True)
+            try:
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+                if str(meta.get("schema")) != str(SCHEMA_VERSION):
+                    raise EngineDamaged(
+                        f"the search database {path} has schema version "
+                        f"{meta.get('schema')}, not {SCHEMA_VERSION}")
+                missing = {"count", "fts", "fingerprint", "py"} - set(meta)
+                if missing:
+                    raise EngineDamaged(f"the search database {path} lacks "
+                                        f"{', '.join(sorted(missing))}")
+                names = {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master")}
+                missing = {"rec", "txt", "md", "sub", "doc"} - names
+                if int(meta["fts"]):
+                    missing |= {"fts_rec", "fts_md"} - names
+                if missing:
+                    raise EngineDamaged(f"the search database {path} lacks "
+                                        f"tables {', '.join(sorted(missing))}")
+            finally:
+                db.close()
+        except (sqlite3.Error, ValueError) as e:
+            raise EngineDamaged(f"cannot read the search database {path}: "
+                                f"{e}") from e
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
+            raise EngineStale(f"the search database {path} is stale (it was "
+                              "built from other data)")
+        return cls(path, meta, regex_timeout=regex_timeout, fts=fts)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __len__(self):
+        return self.n
+
+    def close(self) -> None:
+        """Close the connections (not while another thread searches)."""
+        with self._lock:
+            self._closed = True
+            conns, self._all, self._pool = self._all, [], []
+        for c in conns:
+            c.db.close()
+
+    # -- connections and statements -------------------------------------------------
+
+    @contextmanager
+    def _connection(self):
+        with self._lock:
+            if self._closed:
+                raise EngineError(f"the search database {self.path} is closed")
+            conn = self._pool.pop() if self._pool else None
+        if conn is None:
+            try:
+                conn = _Conn(self._uri)
+            except sqlite3.Error as e:
+                raise self._damaged(e) from e
+            with self._lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            conn.tests, conn.budget, conn.current = (), None, None
+            with self._lock:
+                if not self._closed:
+                    self._pool.append(conn)
+                    conn = None
+            if conn is not None:  # closed meanwhile
+                conn.db.close()
+
+    def _damaged(self, e) -> EngineDamaged:
+        return EngineDamaged(f"cannot read the search database {self.path}: "
+                             f"{e}")
+
+    def _prepare(self, query):
+        """(tree, compiled, query text) of a parsed tree or a query text."""
+        text = ""
+        if isinstance(query, str):
+            from datalad_registry_ext.query import parse
+            text, query = query, parse(query)
+        with self._lock:
+            c = self._cache.get(query)
+            if c is not None:
+                self._cache.move_to_end(query)
+        if c is None:
+            c = _Compiler(self.fts).compile(query)
+            with self._lock:
+                self._cache[query] = c
+                while len(self._cache) > 256:
+                    self._cache.popitem(last=False)
+        return query, c, text
+
+    def _source(self, c: _Compiled, need_r=False, need_x=False,
+                indexed=None):
+        """(FROM clause, WHERE clause) of a statement over ``c``."""
+        use_x = need_x or c.uses_x
+        use_r = need_r or c.uses_r or bool(self._py_rids) or not use_x
+        if use_r:
+            src = "rec r" + (f" INDEXED BY {indexed}" if indexed else "")
+            if use_x:
+                src += " JOIN txt x ON x.rid = r.rid"
+            where = c.where.replace("{rid}", "r.rid")
+        else:  # texts only: no need to visit rec
+            src, where = "txt x", c.where.replace("{rid}", "x.rid")
+        if self._py_rids:  # py records are matched in Python
+            where = f"({where}) AND NOT r.py"
+        return src, where
+
+    @contextmanager
+    def _run(self, conn: _Conn, c: _Compiled, text: str):
+        """Run ``c``'s statements on ``conn``: its tests, its time budget;
+        SQLite errors become EngineDamaged, timeouts QueryError."""
+        conn.tests = c.tests
+        budget = None
+        if c.sets:
+            try:
+                conn.ensure(c.sets)
+            except sqlite3.Error as e:
+                raise self._damaged(e) from e
+        if c.regex:
+            budget = _Budget(self.regex_timeout, c.regex[0])
+            conn.budget = budget
+            conn.db.set_progress_handler(conn._progress, 10000)
+        try:
+            if budget is not None:
+                with _alarm(budget):
+                    yield
+            else:
+                yield
+        except (sqlite3.OperationalError, _Alarm, _Timeout) as e:
+            if budget is not None and budget.expired():
+                raise self._timeout(conn.current or budget.term,
+                                    text) from None
+            if isinstance(e, sqlite3.OperationalError):
+                raise self._damaged(e) from e
+            raise
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from e
+        finally:
+            if budget is not None:
+                conn.db.set_progress_handler(None, 0)
+                conn.budget = None
+
+    def _timeout(self, term, text) -> QueryError:
+        # the error SearchView.search raises
+        return QueryError(
+            "regular expression took too long", text, term.value_position,
+            f"expected a pattern that runs within {self.regex_timeout:g} s"
+            " (avoid nested or ambiguous repetitions)")
+
+    # -- py records (matched in Python) -------------------------------------------------
+
+    def _py_matches(self, tree, conn) -> list:
+        """rids of the py records matching ``tree``."""
+        if not self._py_rids:
+            return []
+        recs = self._py_recs(conn)
+        if isinstance(tree, MatchAll):
+            return sorted(recs)
+        pred = compile_query(tree, regex_timeout=self.regex_timeout)
+        out = []
+        for rid, rec in sorted(recs.items()):
+            try:
+                ok = pred(rec)
+            except Exception as e:  # e.g. too deeply nested for the reference
+                lgr.debug("cannot match record %s of %s: %s", rid, self.path, e)
+                ok = False
+            if ok:
+                out.append(rid)
+        return out
+
+    def _py_recs(self, conn) -> dict:
+        if self._py_records is None:
+            rids = self._py_rids
+            self._py_records = {rid: json.loads(full) for rid, full in
+                                conn.db.execute(
+                                    f'SELECT rid, "full" FROM doc WHERE rid '
+                                    f'IN ({", ".join("?" * len(rids))})',
+                                    rids)}
+        return self._py_records
+
+    # -- searching ----------------------------------------------------------------------
+
+    def count(self, query) -> int:
+        """How many records match ``query``."""
+        tree, c, text = self._prepare(query)
+        if isinstance(tree, MatchAll):
+            return self.n
+        src, where = self._source(c)
+        with self._connection() as conn, self._run(conn, c, text):
+            n = conn.db.execute(f"SELECT count(*) FROM {src} WHERE {where}",
+                                c.params).fetchone()[0]
+            n += len(self._py_matches(tree, conn))
+        with self._lock:
+            self._counts[tree] = n
+            while len(self._counts) > 256:
+                self._counts.popitem(last=False)
+        return n
+
+    def page(self, query, order_by: str = "last_update_dt",
+             order_dir: str = "desc", limit: int | None = None) -> list:
+        """The first ``limit`` (None: all) light records matching ``query``,
+        in search.order_records' order (nulls last, ties by url, source)."""
+        col = _rank_column(order_by, order_dir)
+        tree, c, text = self._prepare(query)
+        if limit is not None and limit <= 0:
+            return []
+        indexed = None
+        if limit is not None:
+            with self._lock:
+                known = self._counts.get(tree)
+            # walking the rank index costs ~ n * limit / count steps,
+            # finding and sorting the matches ~ count (measured: a step is
+            # ~5x cheaper than a lookup and sort)
+            if known and known * known * 5 >= self.n * limit:
+                indexed = "rec_" + col
+        src, where = self._source(c, need_r=True, indexed=indexed)
+        # rank only (rank, rid) pairs; the light records of the page after
+        sql = (f"SELECT t.o, d.light FROM (SELECT r.{col} AS o, r.rid AS rid "
+               f"FROM {src} WHERE {where} ORDER BY r.{col}"
+               + ("" if limit is None else " LIMIT ?")
+               + ") t JOIN doc d ON d.rid = t.rid ORDER BY t.o")
+        params = list(c.params) + ([] if limit is None else [limit])
+        with self._connection() as conn, self._run(conn, c, text):
+            rows = conn.db.execute(sql, params).fetchall()
+            extra = self._py_matches(tree, conn)
+            if extra:
+                rows += conn.db.execute(
+                    f"SELECT r.{col}, d.light FROM rec r JOIN doc d ON "
+                    f"d.rid = r.rid WHERE r.rid IN "
+                    f"({', '.join('?' * len(extra))})", extra).fetchall()
+                rows.sort(key=lambda r: r[0])
+                if limit is not None:
+                    rows = rows[:limit]
+        return [json.loads(light) for _, light in rows]
+
+    def search(self, query, order_by: str = "last_update_dt",
+               order_dir: str = "desc", limit: int | None = None):
+        """``(count, page)`` (see :meth:`count`, :meth:`page`)."""
+        return self.count(query), self.page(query, order_by, order_dir, limit)
+
+    def iter_records(self, query=None, order_by: str = "last_update_dt",
+                     order_dir: str = "desc"):
+        """Yield the full records matching ``query`` (None: all) in order,
+        without loading them all at once (for exports)."""
+        col = _rank_column(order_by, order_dir)
+        tree, c, text = self._prepare(MatchAll() if query is None else query)
+        src, where = self._source(c, need_r=True)
+        # the matching rids first (within the time budget), then the
+        # records in batches (as slowly as the consumer takes them)
+        with self._connection() as conn, self._run(conn, c, text):
+            ranked = conn.db.execute(
+                f"SELECT r.{col}, r.rid FROM {src} WHERE {where} "
+                f"ORDER BY r.{col}", c.params).fetchall()
+            extra = self._py_matches(tree, conn)
+            if extra:
+                ranked += conn.db.execute(
+                    f"SELECT {col}, rid FROM rec WHERE rid IN "
+                    f"({', '.join('?' * len(extra))})", extra).fetchall()
+                ranked.sort()
+        rids = [rid for _, rid in ranked]
+        del ranked
+        for i in range(0, len(rids), 256):
+            chunk = rids[i:i + 256]
+            with self._connection() as conn:
+                try:
+                    found = dict(conn.db.execute(
+                        f'SELECT rid, "full" FROM doc WHERE rid IN '
+                        f'({", ".join("?" * len(chunk))})', chunk))
+                except sqlite3.DatabaseError as e:
+                    raise self._damaged(e) from e
+            for rid in chunk:
+                yield json.loads(found[rid])
+
+    def records(self, urls) -> dict:
+        """``{url: full record}`` of the records with these URLs (URLs not
+        found are left out)."""
+        urls = list(dict.fromkeys(urls))
+        out = {}
+        with self._connection() as conn:
+            try:
+                for i in range(0, len(urls), 500):
+                    chunk = [u for u in urls[i:i + 500]
+                             if isinstance(u, str) and _encodable(u)]
+                    if not chunk:
+                        continue
+                    # rows come last first: the first record of a URL wins
+                    out.update((u, json.loads(full)) for u, full in
+                               conn.db.execute(
+                                   f'SELECT url, "full" FROM doc WHERE url IN '
+                                   f'({", ".join("?" * len(chunk))}) '
+                                   f'ORDER BY rid DESC', chunk))
+                if self._py_rids:
+                    wanted = set(urls)
+                    for rid, rec in sorted(self._py_recs(conn).items()):
+                        u = rec.get("url")
+                        if isinstance(u, str) and u in wanted \
+                                and u not in out:
+                            out[u] = rec
+            except sqlite3.DatabaseError as e:
+                raise self._damaged(e) from e
+        return out
+
+    # -- statistics -------------------------------------------------------------------
+
+    def stats(self, query) -> dict:
+        """Partial collection statistics of the records matching ``query``;
+        :func:`merge_stats` turns parts of one or more engines into
+        stats.collection_stats' result."""
+        tree, c, text = self._prepare(query)
+        src, where = self._source(c, need_r=True, need_x=True)
+        sums = ("count(*), "
+                "count(*) FILTER (WHERE x.s_ds IS NOT NULL), "
+                "sum(r.s_size) FILTER (WHERE x.s_ds IS NOT NULL), "
+                "sum(r.s_files) FILTER (WHERE x.s_ds IS NOT NULL), "
+                "count(*) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS NULL), "
+                "sum(r.s_size) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS NULL),"
+                " sum(r.s_files) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS "
+                "NULL), count(*) FILTER (WHERE r.s_annex = 0)")
+        # per ds_id the copy with the largest size, then count (NULL loses)
+        unique = (
+            "SELECT s_ds, s_size, s_files FROM (SELECT x.s_ds AS s_ds, "
+            "r.s_size AS s_size, r.s_files AS s_files, row_number() OVER ("
+            "PARTITION BY x.s_ds ORDER BY r.s_size IS NULL, r.s_size DESC, "
+            "r.s_files IS NULL, r.s_files DESC) AS k "
+            f"FROM {src} WHERE x.s_ds IS NOT NULL AND ({where})) WHERE k = 1")
+        with self._connection() as conn, self._run(conn, c, text):
+            try:
+                row = conn.db.execute(f"SELECT {sums} FROM {src} WHERE "
+                                      f"{where}", c.params).fetchone()
+                part = {"ds_count": row[0], "datalad": list(row[1:4]),
+                        "pure_annex": list(row[4:7]), "non_annex": row[7]}
+            except sqlite3.OperationalError as e:
+                if "overflow" not in str(e):
+                    raise
+                # a sum beyond 64 bits: add up in Python
+                part = _partial(conn.db.execute(
+                    f"SELECT x.s_ds, r.s_size, r.s_files, r.s_annex FROM "
+                    f"{src} WHERE {where}", c.params))
+            part["unique"] = [list(r) for r in
+                              conn.db.execute(unique, c.params)]
+            extra = self._py_matches(tree, conn)
+            if extra:
+                recs = self._py_recs(conn)
+                part = _merge_partials([part, _partial(
+                    _stats_row(recs[rid]) for rid in extra)])
+        return part
+
+
+def _uri(path: str) -> str:
+    # immutable: the file is only ever replaced, never changed in place
+    return "file:" + quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+def _stats_row(rec: dict):
+    """(ds_id, size, count, annex) of a record, as collection_stats sees it."""
+    branches = rec.get("branches")
+    annex = None if branches is None else int(_has_annex_branch(branches))
+    return (rec.get("ds_id"), _int(rec.get("annexed_files_in_wt_size")),
+            _int(rec.get("annexed_files_in_wt_count")), annex)
+
+
+def _add(total, value):
+    if value is None:
+        return total
+    return value if total is None else total + value
+
+
+def _partial(rows) -> dict:
+    """Partial statistics of (ds, size, files, annex) rows, in Python."""
+    part = {"ds_count": 0, "datalad": [0, None, None],
+            "pure_annex": [0, None, None], "non_annex": 0}
+    best = {}
+    for ds, size, files, annex in rows:
+        part["ds_count"] += 1
+        if ds is not None:
+            d = part["datalad"]
+            d[0] += 1
+            d[1], d[2] = _add(d[1], size), _add(d[2], files)
+            prev = best.get(ds)
+            if prev is None or _better((size, files), prev):
+                best[ds] = (size, files)
+        if annex == 1 and ds is None:
+            p = part["pure_annex"]
+            p[0] += 1
+            p[1], p[2] = _add(p[1], size), _add(p[2], files)
+        elif annex == 0:
+            part["non_annex"] += 1
+    part["unique"] = [[ds, s, f] for ds, (s, f) in best.items()]
+    return part
+
+
+def _merge_partials(parts) -> dict:
+    out = {"ds_count": 0, "datalad": [0, None, None],
+           "pure_annex": [0, None, None], "non_annex": 0}
+    best = {}
+    for p in parts:
+        out["ds_count"] += p["ds_count"]
+        out["non_annex"] += p["non_annex"]
+        for key in ("datalad", "pure_annex"):
+            o, q = out[key], p[key]
+            o[0] += q[0]
+            o[1], o[2] = _add(o[1], q[1]), _add(o[2], q[2])
+        for ds, size, files in p["unique"]:
+            prev = best.get(ds)
+            if prev is None or _better((size, files), prev):
+                best[ds] = (size, files)
+    out["unique"] = [[ds, s, f] for ds, (s, f) in best.items()]
+    return out
+
+
+def _annex_dict(count, size, files) -> dict:
+    out = {"ds_count": count}
+    if size is not None:
+        out["annexed_files_size"] = size
+    if files is not None:
+        out["annexed_file_count"] = files
+    return out
+
+
+def merge_stats(parts) -> dict:
+    """stats.collection_stats of all the records that the partial
+    statistics ``parts`` (from :meth:`Engine.stats`) were computed over."""
+    p = _merge_partials(list(parts))
+    unique = [0, None, None]
+    for _, size, files in p["unique"]:
+        unique[0] += 1
+        unique[1], unique[2] = _add(unique[1], size), _add(unique[2], files)
+    return {
+        "datalad_ds_stats": {
+            "unique_ds_stats": _annex_dict(*unique),
+            "stats": _annex_dict(*p["datalad"]),
+        },
+        "pure_annex_ds_stats": _annex_dict(*p["pure_annex"]),
+        "non_annex_ds_stats": {"ds_count": p["non_annex"]},
+        "summary": {"unique_ds_count": unique[0], "ds_count": p["ds_count"]},
+    }

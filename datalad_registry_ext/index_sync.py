@@ -1,0 +1,177 @@
+"""Keeping the index's own records in step with the registry superdataset.
+
+The index remembers which registry commit (``registry_head``) and which state
+of the metalad store (``metadata_state``, a fingerprint of
+``refs/datalad/*``) it reflects. :func:`reconcile_index` compares both with
+the registry and rebuilds the index when they differ: after a process died
+between committing and writing the index, after a ``git pull`` of the
+registry, or when the index file is damaged (healed with a warning, since the
+registry's own records are derived data).
+
+:func:`rebuild_index` reads everything from the registry: the facts from its
+committed records file (:mod:`registry`), the metadata from its aggregated
+metalad store (:mod:`aggregate`).
+
+Checking costs two git calls. A long-running process (the Python API, a
+server) repeats the check only when the registry's refs have changed on disk
+(a stat of a few files, see :func:`_refs_stamp`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from datalad_registry_ext import registry as reg
+from datalad_registry_ext.aggregate import dump_aggregated
+from datalad_registry_ext.index import Index, IndexCorrupt, local_index
+from datalad_registry_ext.records import new_record
+
+lgr = logging.getLogger("datalad.registry_ext.index_sync")
+
+# registry path -> the refs stamp at which the index was last found current
+_checked: dict[str, tuple] = {}
+_checked_lock = threading.Lock()
+
+
+def _refs_stamp(registry: Path) -> tuple | None:
+    """What changes on disk whenever a ref of the registry moves: HEAD, the
+    branch it points to, ``packed-refs`` and the metalad refs. None if the
+    layout is not the plain one (then the git check always runs)."""
+    gitdir = registry / ".git"
+    if not gitdir.is_dir():
+        return None
+    stamp = []
+    try:
+        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    paths = [gitdir / "HEAD", gitdir / "packed-refs"]
+    if head.startswith("ref: "):
+        paths.append(gitdir / head[5:])
+    for root, dirs, files in os.walk(gitdir / "refs" / "datalad"):
+        dirs.sort()
+        paths += [Path(root, f) for f in sorted(files)]
+    for p in paths:
+        try:
+            st = p.stat()
+            stamp.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        except FileNotFoundError:
+            stamp.append((str(p), None))
+        except OSError:
+            return None
+    return tuple(stamp)
+
+
+def reconcile_index(registry: Path, index: Index | None = None) -> bool:
+    """Bring the index's own records up to the registry's HEAD if needed.
+
+    Returns True if the index had to be rebuilt.
+    """
+    registry = Path(registry)
+    index = index or local_index(registry)
+    stamp = _refs_stamp(registry)
+    key = str(index.path)
+    with _checked_lock:
+        known = _checked.get(key)
+    if stamp is not None and known == (stamp, index.fingerprint()):
+        return False
+    state = {"registry_head": reg.head_commit(registry),
+             "metadata_state": reg.metadata_state(registry)}
+    rebuilt = False
+    try:
+        current = index.exists() and all(
+            index.meta().get(k) == v for k, v in state.items())
+    except IndexCorrupt as e:
+        # the registry's own records are derived data: heal, don't fail
+        lgr.warning("%s; rebuilding it from the registry", e)
+        current = False
+    if not current:
+        rebuild_index(registry, index)
+        rebuilt = True
+    with _checked_lock:
+        _checked[key] = (stamp, index.fingerprint())
+    return rebuilt
+
+
+def own_records(registry: Path, index: Index | None = None) -> list[dict]:
+    """The registry's own records from the index, rebuilt from the registry
+    first if the index file is damaged in any way."""
+    index = index or local_index(registry)
+    try:
+        return index.records()
+    except IndexCorrupt as e:
+        lgr.warning("%s; rebuilding it from the registry", e)
+        rebuild_index(registry, index)
+        return index.records()
+
+
+def rebuild_index(registry: Path, index: Index | None = None) -> int:
+    """Rewrite the index's own records from the registry superdataset.
+
+    Metadata that only the index had (of plain git repositories, which
+    metalad cannot store) is kept. Returns the record count.
+    """
+    registry = Path(registry)
+    index = index or local_index(registry)
+    with index.transaction(fresh=True) as txn:
+        head = reg.head_commit(registry)
+        entries = reg.read_entries(registry, head) if head else {}
+        try:
+            previous = {r["url"]: r for r in index.records()
+                        if isinstance(r, dict) and "url" in r}
+        except IndexCorrupt:  # exactly what a rebuild replaces
+            previous = {}
+        records = []
+        for path, entry in sorted(entries.items()):
+            rec = new_record(entry["url"])
+            rec.update({k: v for k, v in entry.items() if v is not None})
+            rec["registry_path"] = path
+            old = previous.get(rec["url"])
+            if old:
+                rec["metadata"] = old.get("metadata") or []
+                rec["extraction_failures"] = old.get("extraction_failures") or {}
+            records.append(rec)
+        if head:
+            metadata_from_registry(
+                registry, {r["registry_path"]: r for r in records})
+        txn.replace_all(records)
+        txn.set_meta(registry_head=head,
+                     metadata_state=reg.metadata_state(registry))
+    return len(records)
+
+
+def metadata_from_registry(registry: Path, records: dict[str, dict]) -> None:
+    """Fill records' ``metadata`` from the registry's aggregated store.
+
+    ``records`` maps registry paths to records (changed in place). Entries
+    read from the store replace those of the same extractor; others stay.
+    """
+    for item in dump_aggregated(registry):
+        rec = records.get(item["dataset_path"])
+        if rec is None:
+            continue
+        m = item["record"]
+        when = m.get("extraction_time")
+        try:
+            when = datetime.fromtimestamp(float(when), timezone.utc).replace(
+                microsecond=0).isoformat()
+        except (TypeError, ValueError, OverflowError, OSError):
+            pass
+        entry = {
+            "extractor_name": m.get("extractor_name"),
+            "extractor_version": m.get("extractor_version"),
+            "extraction_parameter": m.get("extraction_parameter") or {},
+            "extracted_metadata": m.get("extracted_metadata"),
+            "dataset_version": m.get("dataset_version"),
+            "dataset_describe": (rec.get("head_describe")
+                                 if m.get("dataset_version") == rec.get("head")
+                                 else None),
+            "extraction_time": when,
+        }
+        entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
+        entries[entry["extractor_name"]] = entry
+        rec["metadata"] = sorted(entries.values(),
+                                 key=lambda e: e["extractor_name"])
