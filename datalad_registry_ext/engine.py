@@ -29,35 +29,37 @@ All texts are the lowercased renderings of
 in SQLite are Python's ``v in s`` (``instr`` and FTS5 compare UTF-8 bytes,
 which for valid UTF-8 is the same as comparing code points)::
 
-    meta(key PRIMARY KEY, value)    schema, fingerprint, count, fts, py rids
-    rec(rid INTEGER PRIMARY KEY,    position in the input (0-based)
-        py,                         1: evaluated in Python (see below)
-        has_all,                    1: the bare-term text exists
-        n_md,                       number of metadata records (with a name)
-        url ds_id head head_describe tags branches   default fields (texts)
-        annex_uuid source failures  other text fields
-        t_<number field>, t_<date field>  their texts (for :/:~)
-        n_<number field>            query.fields.to_number (int64 or finite REAL)
-        d_<date field>              query.fields.to_timestamp
-        s_ds s_size s_files s_annex collection_stats inputs: raw ds_id,
-                                    stats._int() of size/count, 1/0/NULL for
-                                    git-annex branch/other/branches unknown
-        o_<key>_a, o_<key>_d        rank (0..n-1) in search.order_records'
-                                    order per order key and direction)
-    sub(rid, f, v)                  one row per subdataset value; f is
-                                    'subds_id' or 'subds_url'
-    md(mid INTEGER PRIMARY KEY,     rid << 20 | k (k-th metadata record)
-       name,                        extractor name as given (selection)
-       name_lc,                     its lowercased text (searched)
-       js)                          lowercased jsonb text of the metadata
-    doc(rid INTEGER PRIMARY KEY, url, light, full)
-                                    raw url (lookup), JSON of the light
-                                    record (no metadata, + "extractors") and
-                                    of the full record
-    fts_rec  FTS5 over rec(url, ds_id, head, head_describe, tags, branches)
-    fts_md   FTS5 over md(name_lc, js)
-             both external-content, tokenize='trigram case_sensitive 1',
-             detail=full (phrase queries are substring searches)
+    meta(key PRIMARY KEY, value)  schema, fingerprint, count, fts, py rids
+    rec(rid INTEGER PRIMARY KEY,  position in the input (0-based); narrow,
+                                  so that row lookups and scans are cheap
+        py                        1: matched in Python (see below)
+        has_all                   1: some default field has a value
+        n_md                      number of (named) metadata records
+        url                       the lowercased URL (also in txt): URL
+                                  terms need no look-up in the wide txt
+        n_<number field>          query.fields.to_number (int64, finite REAL)
+        d_<date field>            query.fields.to_timestamp
+        s_size s_files s_annex    collection_stats inputs: stats._int() of
+                                  size and count; 1/0/NULL: git-annex
+                                  branch / other branches / branches unknown
+        o_<key>_a o_<key>_d       rank (0..n-1) in search.order_records'
+                                  order, per order key and direction
+                                  (indexed: a page walks an index)
+    txt(rid INTEGER PRIMARY KEY,  the texts, NULL where the field is null
+        url ds_id head head_describe branches tags   (the default fields)
+        annex_uuid source failures                   (extraction_failures)
+        t_<number field> t_<date field>              (for : and :~)
+        s_ds)                     the raw ds_id (collection_stats' key)
+    sub(rid, f, v)                one row per subds_id/subds_url value
+    md(mid INTEGER PRIMARY KEY,   rid << 20 | k, the record's k-th metadata
+       name, name_lc, js)         extractor name (as given, for [x]), its
+                                  lowercased text, lowercased jsonb text
+    doc(rid INTEGER PRIMARY KEY,  what is returned: the raw url (lookup),
+        url, light, "full")       JSON of the light record (no metadata,
+                                  "extractors" instead) and of the record
+    fts_rec  FTS5 over txt(the default fields); fts_md over md(name_lc, js):
+             external content, tokenize='trigram case_sensitive 1',
+             detail=full (a phrase query is a substring search)
 
 Texts never hold "\\x00" (record_texts replaces it); fields are separate
 columns or rows, so a term never matches across two fields (the reference
@@ -66,31 +68,41 @@ joins them with "\\x00", which a query cannot contain).
 How a query becomes SQL
 -----------------------
 
-A query tree becomes ONE boolean SQL expression over ``rec r``: AND, OR and
-NOT map to SQL (long lists as balanced parentheses, to stay below SQLite's
-expression depth limit), and the operands of an AND are ordered cheapest
-first, positive ones before NOT ones (as evaluate.py does), because SQLite
-evaluates them in the order written and stops at the first false one. Every
-leaf evaluates to 0 or 1, never NULL, so NOT includes records that lack the
+A query tree becomes ONE boolean SQL expression over ``rec r`` (joined with
+``txt x`` when texts are needed; ``txt`` alone when only texts are): AND, OR
+and NOT map to SQL, long lists as balanced parentheses (SQLite limits
+expression depth to 1000), and the operands of an AND are ordered cheapest
+first, positive before NOT (as evaluate.py orders them), because SQLite
+evaluates them in the order written and stops at the first false one.
+Every leaf is 0 or 1, never NULL, so NOT includes records that lack the
 field. The leaves:
 
-- substring terms of 3 or more characters on the default fields and on
-  metadata: ``r.rid IN (SELECT rowid FROM fts_... WHERE ... MATCH '"v"')``
-  (materialised once per statement; SQLite drives the search from it when
-  it is selective); ``v`` is lowercased in Python, like the texts;
-- shorter terms, other text fields, and everything when FTS5 is unavailable:
-  ``instr`` scans of the columns (``url`` and ``ds_id`` too: measured faster
-  than FTS for very common values, see :data:`FTS_FIELDS`);
-- comparisons and ``:=`` on number/date fields: plain column comparisons;
-- ``:=`` on text fields: equality on the lowercased column (subdatasets:
+- substring terms of 3 or more characters on the default fields and
+  metadata (bare words, ``metadata[...]:v``, ``tags:v``...): the record ids
+  an FTS5 phrase query finds, ``r.rid IN temp.s_<hash>``; that temporary
+  table of the connection is filled once and kept for the next statements
+  (count, page and stats of a query; repeated searches), as SearchView
+  caches leaf results;
+- shorter terms, and all terms when FTS5 is unavailable or switched off:
+  ``instr`` scans; ``url``, ``ds_id`` and ``head`` are scanned always (short
+  texts: a scan of 13k URLs costs ~1 ms, less than an FTS lookup of a very
+  common value such as url:github);
+- comparisons and ``:=`` on number/date fields: column comparisons;
+- ``:=`` on text fields: equality with the lowercased column (subdatasets:
   any row);
 - regular expressions, paths into JSON, ``:=``/``:~`` on tags, branches and
-  metadata: the Python function ``py_test(k, text)`` registered on the
-  connection (k selects the test of the running query), evaluated per
-  candidate row inside a correlated ``EXISTS``/``AND``, after the cheaper
-  operands; it reproduces ``evaluate.py``'s ``_json``/``_leaf`` (needles
-  pre-filter as ``instr``, branch names, metadata with and without
-  ``[extractors]``) with iterative JSON walks.
+  metadata: ``py_test(k, text)``, a Python function registered on the
+  connection (k selects the test in the running query), evaluated on the
+  rows the cheaper operands leave (correlated ``EXISTS`` over ``md``/``sub``),
+  after the needles of evaluate.py's ``_json`` (``instr``, and an FTS lookup
+  of them first); it reproduces ``_json``/``_leaf`` exactly, with iterative
+  JSON walks.
+
+Pages: ``ORDER BY o_<key>_<dir> LIMIT n`` over the matching records either
+walks that rank index, testing records until n match (cheap when many
+match), or finds all matches and sorts them (cheap when few do). SQLite
+cannot know which; once count() of the query has run, page() forces the
+cheaper plan.
 
 Regular expressions share one time budget per query (``regex_timeout``):
 a progress handler and the Python tests check the deadline, so it works in
@@ -133,10 +145,13 @@ from datetime import datetime
 from urllib.parse import quote
 
 from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.records import ORDER_KEYS as RECORD_ORDER_KEYS
 from datalad_registry_ext.query import REGEX_TIMEOUT, QueryError
 from datalad_registry_ext.query import fields as F
 from datalad_registry_ext.query.evaluate import _esc, compile_query
-from datalad_registry_ext.query.parser import And, MatchAll, Not, Or, Term
+from datalad_registry_ext.query.parser import (
+    And, MatchAll, Not, Or, Term, _sre, _src,
+)
 from datalad_registry_ext.stats import _better, _has_annex_branch, _int
 
 __all__ = ["FTS5", "SCHEMA_VERSION", "Builder", "Engine", "EngineError",
@@ -147,17 +162,16 @@ lgr = logging.getLogger("datalad.registry_ext.engine")
 
 SCHEMA_VERSION = 1
 
-#: search.order_records' keys (DataLad-Registry's)
-ORDER_KEYS = ("url", "annex_key_count", "annexed_files_in_wt_count",
-              "annexed_files_in_wt_size", "last_update_dt", "git_objects_kb")
+#: search.order_records' keys (DataLad-Registry's), from the catalogue
+ORDER_KEYS = RECORD_ORDER_KEYS
 _DATE_KEYS = tuple(k for k in ORDER_KEYS if k in F.DATE_FIELDS)
 
 #: The default fields but metadata (txt columns, in fts_rec).
 DEFAULT_COLUMNS = tuple(f for f in F.DEFAULT_FIELDS if f != "metadata")
 #: Fields whose ``field:value`` substring terms use fts_rec; the others are
-#: ``instr`` scans. Measured on 13k records: url/ds_id/head are short and a
-#: scan of them costs ~1 ms, while FTS phrase queries for very common values
-#: (url:github matches 70%) cost more; tags/branches texts are longer.
+#: ``instr`` scans. Measured on 13k records: url, ds_id, head are short, a
+#: scan of the URLs (in the narrow rec table, indexed) costs ~1 ms, an FTS
+#: lookup of a very common value (url:github matches 70%) more.
 FTS_FIELDS = ("head_describe", "tags", "branches")
 
 # txt columns of the texts of record_texts (its ``text`` keys but the
@@ -468,9 +482,10 @@ def _rank_column(order_by: str, order_dir: str) -> str:
 
 _RANK_COLUMNS = [f"o_{k}_{d}" for k in ORDER_KEYS for d in "ad"]
 
-# rec: narrow (numbers, flags, ranks): row lookups and scans stay cheap
+# rec: narrow (numbers, flags, ranks, and the URL, the most searched short
+# text): row lookups and scans stay cheap
 _REC_COLUMNS = (
-    ["rid", "py", "has_all", "n_md"]
+    ["rid", "py", "has_all", "n_md", "url"]
     + ["n_" + f for f in F.NUMBER_FIELDS] + ["d_" + f for f in F.DATE_FIELDS]
     + ["s_size", "s_files", "s_annex"])
 # txt: the texts (and the content of fts_rec), and the raw ds_id
@@ -488,7 +503,7 @@ CREATE TABLE doc(rid INTEGER PRIMARY KEY, url, light TEXT, "full" TEXT);
 
 # created after the bulk insert
 _INDEXES = [f"CREATE INDEX rec_{c} ON rec({c})" for c in _RANK_COLUMNS] + [
-    "CREATE INDEX txt_url ON txt(url)",
+    "CREATE INDEX rec_url ON rec(url)",
     "CREATE INDEX txt_ds_id ON txt(ds_id)",
     "CREATE INDEX sub_rid ON sub(rid, f)",
     "CREATE INDEX sub_fv ON sub(f, v)",
@@ -503,12 +518,17 @@ _FTS_SCHEMA = [
     f"content='txt', content_rowid='rid', {_FTS_OPTIONS})",
     "CREATE VIRTUAL TABLE fts_md USING fts5(name_lc, js, content='md', "
     f"content_rowid='mid', {_FTS_OPTIONS})",
-    # fewer, larger segments while building (fewer merges, faster queries)
-    "INSERT INTO fts_rec(fts_rec, rank) VALUES('hashsize', 67108864)",
-    "INSERT INTO fts_md(fts_md, rank) VALUES('hashsize', 67108864)",
-]
-# the external-content FTS tables are filled from their content tables
-# batch by batch, in the writer thread (while Python renders the next batch)
+] + [
+    # while building, every FTS statement flushes its terms as a new index
+    # segment; merging segments as they come makes a build superlinear
+    # (measured at 130k records: ~15 s more), so nothing is merged (unless
+    # Builder.FTS_OPTIMIZE asks for it at the end)
+    f"INSERT INTO {t}({t}, rank) VALUES('{k}', {v})"
+    for t in ("fts_rec", "fts_md")
+    for k, v in (("hashsize", 64 << 20), ("automerge", 0),
+                 ("crisismerge", 2000))]
+# the external-content FTS tables are filled from their content tables, a
+# chunk of records at a time, by the writer threads
 _FTS_FILL = [
     f"INSERT INTO fts_rec(rowid, {', '.join(DEFAULT_COLUMNS)}) SELECT rid, "
     f"{', '.join(DEFAULT_COLUMNS)} FROM txt WHERE rid BETWEEN ? AND ?",
@@ -563,7 +583,7 @@ def _record_rows(rid: int, record: dict, problems: list):
         return ((rid, 1, 0, 0) + (None,) * (len(_REC_COLUMNS) - 4),
                 (rid,) + (None,) * (len(_TXT_COLUMNS) - 1), [], [], doc, True)
     t = text.get
-    rec = ((rid, 0, int(all_text is not None), len(meta))
+    rec = ((rid, 0, int(all_text is not None), len(meta), t("url"))
            + tuple(num.get(f) for f in F.NUMBER_FIELDS)
            + tuple(date.get(f) for f in F.DATE_FIELDS)
            + (size, files, annex))
@@ -576,6 +596,47 @@ def _record_rows(rid: int, record: dict, problems: list):
 
 
 # -- building -----------------------------------------------------------------------------
+
+class _Writer:
+    """A thread that writes batches on its own connection, so that SQLite
+    (which releases the GIL) inserts and indexes while Python renders the
+    next records. ``write(first_rid, last_rid, rows)``; rows is None once,
+    at the end."""
+
+    def __init__(self, db, write, size):
+        self.db = db
+        self._write = write
+        self.error = None
+        # room for more than an FTS chunk: rendering goes on while the
+        # writer indexes one
+        self._queue = queue.Queue(maxsize=size)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name="registry-engine-writer")
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue  # keep draining: put() must not block
+            try:
+                self._write(*item)
+            except BaseException as e:
+                self.error = e
+
+    def put(self, item):
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def stop(self):
+        """Finish the queued work (or skip it after an error) and end."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
 
 class Builder:
     """Build a search database incrementally::
@@ -590,16 +651,22 @@ class Builder:
     leaving the block without finishing, or with an exception, removes it.
     ``fts``: build the full-text index (None: if FTS5 is available).
 
-    Python renders the records while a writer thread inserts the previous
-    batch and indexes it (SQLite releases the GIL). After :meth:`finish`,
-    :attr:`problems` lists ``(position, url, message)`` of the records
-    that are not fully searchable or were skipped (see the module doc).
+    Most of a build is FTS5 indexing, and SQLite has one writer per file:
+    so the metadata (``md``, ``fts_md``) and ``doc`` go into the temporary
+    file itself and the rest into a second temporary file, each written by
+    a thread of its own while Python renders the records; finish() copies
+    the second file's tables (~15% of the data) into the first. After
+    :meth:`finish`, :attr:`problems` lists ``(position, url, message)`` of
+    the records not fully searchable or skipped (see the module doc).
     """
 
     BATCH = 500
-    FTS_CHUNK = 4000
-    #: merge the FTS index segments into one at the end
-    FTS_OPTIMIZE = True
+    #: records per FTS statement (one or two index segments each)
+    FTS_CHUNK = 8000
+    #: up to this many records, merge the FTS index segments into one at
+    #: the end. Measured: 13k records ~1.5 s more build time, 130k ~20 s,
+    #: for lookups faster by a few tenths of a millisecond at most: off.
+    FTS_OPTIMIZE = 0
 
     def __init__(self, db_path, *, fts: bool | None = None):
         self.db_path = os.fspath(db_path)
@@ -607,10 +674,6 @@ class Builder:
         if self.fts and not fts5_available():
             raise EngineError("this Python's SQLite has no FTS5 trigram "
                               "tokenizer")
-        directory, name = os.path.split(os.path.abspath(self.db_path))
-        fd, self.tmp_path = tempfile.mkstemp(prefix=name + ".", suffix=".tmp",
-                                             dir=directory)
-        os.close(fd)
         self.problems = []
         self._n = 0          # records seen
         self._stored = 0     # records stored (the next rid)
@@ -618,35 +681,60 @@ class Builder:
         self._keys = []      # order_values per stored record, for the ranks
         self._batch = ([], [], [], [], [])
         self._batch_start = 0
+        self._fts_next = [0, 0]  # per writer: the first rid not in FTS yet
         self._done = False
-        self._error = None
-        self._thread = None
-        self._fts_next = 0   # the first rid not indexed in FTS yet
+        self._writers = []
+        self._dbs = []
+        self._paths = []
         try:
-            self._db = sqlite3.connect(self.tmp_path, isolation_level=None,
-                                       check_same_thread=False)
-            db = self._db
-            # a throw-away file until finish(): no journal, no syncing
-            db.execute("PRAGMA journal_mode=OFF")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA temp_store=MEMORY")
-            db.execute("PRAGMA cache_size=-262144")
-            db.executescript(_SCHEMA)
+            # A: the database itself (md, doc, fts_md); B: the rest
+            self.tmp_path = self._temporary()
+            self._aux_path = self._temporary()
+            self._db = self._connect(self.tmp_path)
+            self._aux = self._connect(self._aux_path)
             if self.fts:
                 for stmt in _FTS_SCHEMA:
-                    db.execute(stmt)
-            db.execute("BEGIN")
+                    self._db.execute(stmt)
+                for stmt in _FTS_SCHEMA:
+                    if "fts_rec" in stmt:
+                        self._aux.execute(stmt)
+            for db in self._dbs:
+                db.execute("BEGIN")
+            size = 2 * self.FTS_CHUNK // self.BATCH
+            self._writers = [_Writer(self._db, self._write_a, size),
+                             _Writer(self._aux, self._write_b, size)]
         except sqlite3.Error as e:
             self.abort()
             raise self._failed(e) from e
         except BaseException:
             self.abort()
             raise
-        self._queue = queue.Queue(maxsize=4)
-        self._thread = threading.Thread(target=self._writer, daemon=True,
-                                        name="registry-engine-builder")
-        self._thread.start()
+
+    def _temporary(self) -> str:
+        directory, name = os.path.split(os.path.abspath(self.db_path))
+        try:
+            fd, path = tempfile.mkstemp(prefix=name + ".", suffix=".tmp",
+                                        dir=directory)
+        except OSError as e:
+            raise EngineError(f"cannot write the search database "
+                              f"{self.db_path}: {e.strerror or e}") from e
+        os.close(fd)
+        self._paths.append(path)
+        return path
+
+    def _connect(self, path, new=True):
+        db = sqlite3.connect(path, isolation_level=None,
+                             check_same_thread=False)
+        self._dbs.append(db)
+        # a throw-away file until finish(): no journal, no syncing
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        db.execute("PRAGMA temp_store=MEMORY")
+        db.execute("PRAGMA cache_size=-131072")
+        if new:
+            db.executescript(_SCHEMA)
+        return db
 
     def __enter__(self):
         return self
@@ -657,58 +745,52 @@ class Builder:
         return False
 
     def _failed(self, e) -> EngineError:
-        return EngineError(f"cannot write the search database "
-                           f"{self.tmp_path}: {e}")
+        return EngineError(f"cannot write the search database {self.db_path} "
+                           f"(temporary file {self.tmp_path}): {e}")
 
-    # -- the writer thread ---------------------------------------------------------
+    # -- the writers ---------------------------------------------------------------
 
-    def _writer(self):
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue  # keep draining so that add() never blocks
-            try:
-                self._write(*item)
-            except BaseException as e:
-                self._error = e
-
-    def _write(self, first, last, batch):
-        """Insert one batch (rids first..last); index in FTS every
-        FTS_CHUNK records (each FTS statement writes a new index segment,
-        which later have to be merged: fewer, larger ones are cheaper)."""
-        db = self._db
-        final = batch is None  # the end: index the rest in FTS
-        if final:
-            last = self._stored - 1
-            batch = ([],) * 5
-        recs, txts, subs, mds, docs = batch
-        db.executemany(f"INSERT INTO rec({', '.join(_REC_COLUMNS)}) VALUES "
-                       f"({', '.join('?' * len(_REC_COLUMNS))})", recs)
-        db.executemany(f"INSERT INTO txt({', '.join(_TXT_COLUMNS)}) VALUES "
-                       f"({', '.join('?' * len(_TXT_COLUMNS))})", txts)
-        db.executemany("INSERT INTO sub VALUES (?, ?, ?)", subs)
-        db.executemany("INSERT INTO md VALUES (?, ?, ?, ?)", mds)
-        db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?)", docs)
+    def _fts_fill(self, db, k, stmt, last, final):
+        # every FTS_CHUNK records (each FTS statement writes a new index
+        # segment: fewer, larger ones are cheaper to write and to read)
         if self.fts and (final
-                         or last + 1 - self._fts_next >= self.FTS_CHUNK):
-            for stmt in _FTS_FILL:
-                db.execute(stmt, (self._fts_next, last))
-            self._fts_next = last + 1
+                         or last + 1 - self._fts_next[k] >= self.FTS_CHUNK):
+            db.execute(stmt, (self._fts_next[k], last))
+            self._fts_next[k] = last + 1
 
-    def _check(self):
-        if self._error is not None:
-            e = self._error
-            if isinstance(e, sqlite3.Error):
-                raise self._failed(e) from e
-            raise e
+    def _write_a(self, first, last, rows):
+        db = self._db
+        if rows is not None:
+            mds, docs = rows
+            db.executemany("INSERT INTO md VALUES (?, ?, ?, ?)", mds)
+            db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?)", docs)
+        self._fts_fill(db, 0, _FTS_FILL[1], last, rows is None)
 
-    def _flush(self):
-        self._check()
-        if self._stored > self._batch_start:
-            self._queue.put((self._batch_start, self._stored - 1,
-                             self._batch))
+    def _write_b(self, first, last, rows):
+        db = self._aux
+        if rows is not None:
+            recs, txts, subs = rows
+            db.executemany(f"INSERT INTO rec({', '.join(_REC_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_REC_COLUMNS))})",
+                           recs)
+            db.executemany(f"INSERT INTO txt({', '.join(_TXT_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' * len(_TXT_COLUMNS))})",
+                           txts)
+            db.executemany("INSERT INTO sub VALUES (?, ?, ?)", subs)
+        self._fts_fill(db, 1, _FTS_FILL[0], last, rows is None)
+
+    def _flush(self, final=False):
+        first, last = self._batch_start, self._stored - 1
+        recs, txts, subs, mds, docs = self._batch
+        try:
+            if last >= first:
+                self._writers[0].put((first, last, (mds, docs)))
+                self._writers[1].put((first, last, (recs, txts, subs)))
+            if final:
+                for w in self._writers:
+                    w.put((0, last, None))
+        except sqlite3.Error as e:
+            raise self._failed(e) from e
         self._batch = ([], [], [], [], [])
         self._batch_start = self._stored
 
@@ -770,6 +852,32 @@ class Builder:
                 columns.append(rank)
         return zip(*columns, range(n))
 
+    def _merge_aux(self):
+        """Copy the second file's tables into the first."""
+        db = self._db
+        db.execute("ATTACH DATABASE ? AS b", (self._aux_path,))
+        for table in ("rec", "txt", "sub"):
+            db.execute(f"INSERT INTO main.{table} SELECT * FROM b.{table}")
+        if self.fts:
+            # fts_rec as it was built in b: its shadow tables, row by row
+            # (external content: they hold the index only)
+            shadows = [r[0] for r in db.execute(
+                "SELECT name FROM b.sqlite_master WHERE type = 'table' AND "
+                "name LIKE 'fts\\_rec\\_%' ESCAPE '\\'")]
+            try:
+                db.execute("SAVEPOINT copy")
+                for t in shadows:
+                    db.execute(f"DELETE FROM main.{t}")
+                    db.execute(f"INSERT INTO main.{t} SELECT * FROM b.{t}")
+                db.execute("RELEASE copy")
+            except sqlite3.Error as e:  # e.g. SQLITE_DBCONFIG_DEFENSIVE
+                lgr.debug("cannot copy the FTS index (%s); rebuilding it", e)
+                db.execute("ROLLBACK TO copy")
+                db.execute("RELEASE copy")
+                db.execute("INSERT INTO fts_rec(fts_rec) VALUES('rebuild')")
+        db.execute("COMMIT")
+        db.execute("DETACH DATABASE b")
+
     def finish(self, fingerprint: str) -> int:
         """Build the indexes, store ``fingerprint``, move the database into
         place; return the number of records stored."""
@@ -778,21 +886,29 @@ class Builder:
         if not isinstance(fingerprint, str):
             raise TypeError("the fingerprint must be a str")
         try:
-            self._flush()
-            self._queue.put((0, 0, None))  # index the rest in FTS
-            self._queue.put(None)
-            self._thread.join()
-            self._check()
-            db = self._db
-            if self.fts and self.FTS_OPTIMIZE:
-                for t in ("fts_rec", "fts_md"):
-                    db.execute(f"INSERT INTO {t}({t}) VALUES('optimize')")
+            self._flush(final=True)
+            for w in self._writers:
+                w.stop()
+            for w in self._writers:
+                if w.error is not None:
+                    raise w.error
+            self._aux.execute("COMMIT")
+            self._aux.close()
+            self._merge_aux()
+            os.unlink(self._aux_path)
+            # a new connection: the old one's FTS5 state predates the copy
+            self._db.close()
+            db = self._db = self._connect(self.tmp_path, new=False)
+            db.execute("BEGIN")
             sets = ", ".join(f"{c} = ?" for c in _RANK_COLUMNS)
             db.executemany(f"UPDATE rec SET {sets} WHERE rid = ?",
                            self._ranks())
             self._keys = []
             for stmt in _INDEXES:
                 db.execute(stmt)
+            if self.fts and self._stored <= self.FTS_OPTIMIZE:
+                for t in ("fts_rec", "fts_md"):
+                    db.execute(f"INSERT INTO {t}({t}) VALUES('optimize')")
             meta = {"schema": SCHEMA_VERSION, "fingerprint": fingerprint,
                     "count": self._stored, "fts": int(self.fts),
                     "py": json.dumps(self._py),
@@ -816,23 +932,21 @@ class Builder:
         return self._stored
 
     def abort(self) -> None:
-        """Discard the temporary database (idempotent)."""
+        """Discard the temporary files (idempotent)."""
         self._done = True
-        self._error = self._error or EngineError("aborted")
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(None)  # the writer drains and stops
-            thread.join()
-        db = getattr(self, "_db", None)
-        if db is not None:
+        for w in self._writers:
+            w.error = w.error or EngineError("aborted")
+            w.stop()
+        for db in self._dbs:
             try:
                 db.close()
             except sqlite3.Error:  # pragma: no cover
                 pass
-        try:
-            os.unlink(self.tmp_path)
-        except OSError:
-            pass
+        for path in self._paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def build(db_path, records, fingerprint: str, *, fts: bool | None = None) -> int:
@@ -856,16 +970,16 @@ class _Compiled:
     its ``params``, the ``sets`` it reads (see _Conn.ensure), the ``tests``
     py_test(k, ...) calls as (term, callable, is_regex), and which tables it
     reads (rec ``r``, txt ``x``)."""
-    __slots__ = ("where", "params", "sets", "tests", "regex", "uses_r",
+    __slots__ = ("where", "params", "sets", "tests", "regex", "r_cols",
                  "uses_x")
 
-    def __init__(self, where, params, sets, tests, uses_r, uses_x):
+    def __init__(self, where, params, sets, tests, r_cols, uses_x):
         self.where = where
         self.params = params
         self.sets = sets
         self.tests = tests
         self.regex = [t for t, _, rx in tests if rx]
-        self.uses_r = uses_r
+        self.r_cols = r_cols   # the rec columns it reads
         self.uses_x = uses_x
 
 
@@ -892,6 +1006,8 @@ def _operand(x):
     return x
 
 
+_LONE_SET = re.compile(r"(NOT )?\{rid\} IN temp\.(s_[0-9a-f]+)\Z")
+
 # the metadata rows of the record (md.mid = rid << 20 | k): a rowid range
 _MD_OF_R = (f"m.mid BETWEEN ({{rid}} << {_MID_BITS}) "
             f"AND ({{rid}} << {_MID_BITS}) + {_MAX_MD}")
@@ -904,12 +1020,15 @@ class _Compiler:
         self.fts = fts
         self.tests = []
         self.sets = {}
-        self.uses_r = self.uses_x = False
+        self.r_cols = set()
+        self.uses_x = False
 
     def compile(self, tree) -> _Compiled:
-        sql, params, _ = self._node(tree)
+        sql, params = self._node(tree, False)
         return _Compiled(sql, params, list(self.sets.values()), self.tests,
-                         self.uses_r, self.uses_x)
+                         frozenset(self.r_cols), self.uses_x)
+
+    # -- helpers ----------------------------------------------------------------
 
     def _set(self, sql: str, params: list) -> str:
         """``{rid} IN`` the record ids ``sql`` selects, kept in a temporary
@@ -922,46 +1041,18 @@ class _Compiler:
         return f"{{rid}} IN temp.{name}"
 
     def _r(self, col):
-        self.uses_r = True
+        self.r_cols.add(col)
         return "r." + col
 
     def _x(self, col):
         self.uses_x = True
         return "x." + col
 
-    def _node(self, node):
-        """(sql, params, cost) of a node; params in the order of the SQL."""
-        if isinstance(node, Term):
-            try:
-                sql, params, cost = self._term(node)
-                if not all(_encodable(p) for p in params
-                           if isinstance(p, str)):
-                    raise _Unencodable()
-            except _Unencodable:
-                # a value with a lone surrogate: only py records (matched
-                # in Python) can contain it
-                return "0", [], 0
-            return sql, params, cost
-        if isinstance(node, Not):
-            sql, params, cost = self._node(node.item)
-            return f"NOT {sql}", params, cost + 1
-        if isinstance(node, (And, Or)):
-            items = list(dict.fromkeys(node.items))  # a AND a is a
-            parts = [self._node(x) for x in items]
-            if isinstance(node, And):
-                # cheap and selective first, NOT last (as evaluate.py)
-                pos = sorted((p for x, p in zip(items, parts)
-                              if not isinstance(x, Not)), key=lambda p: p[2])
-                neg = sorted((p for x, p in zip(items, parts)
-                              if isinstance(x, Not)), key=lambda p: p[2])
-                parts = pos + neg
-            sql = _balanced("AND" if isinstance(node, And) else "OR",
-                            [p[0] for p in parts])
-            return sql, [x for p in parts for x in p[1]], sum(
-                p[2] for p in parts)
-        if isinstance(node, MatchAll):
-            return "1", [], 0
-        raise TypeError(f"not a query tree node: {node!r}")
+    def _text(self, field):
+        """The column of a text field (url is in rec too)."""
+        if field == "url":
+            return self._r("url")
+        return self._x(_TEXT_COLUMN[field])
 
     def _fts_all(self, needles, column):
         """An FTS5 query for the rows whose ``column`` contains every needle
@@ -975,18 +1066,93 @@ class _Compiler:
         self.tests.append((term, fn, regex))
         return len(self.tests) - 1
 
+    # -- costs: the order of AND's operands ----------------------------------------
+
+    def cost(self, node) -> int:
+        """What testing one record costs (after once-per-statement work)."""
+        if isinstance(node, Term):
+            return self._term_cost(node)
+        if isinstance(node, Not):
+            return self.cost(node.item) + 1
+        if isinstance(node, (And, Or)):
+            return sum(self.cost(x) for x in node.items)
+        return 0
+
+    def _term_cost(self, t: Term) -> int:
+        f, op, v = t.field, t.op, t.value
+        fts = self.fts and len(v.lower()) >= 3
+        if f is None:
+            return _C_COLUMN if not v else _C_SET if fts else _C_BIG_SCAN
+        if f == "metadata":
+            if t.path or op in ("eq", "regex"):
+                return _C_PYTHON
+            if not v:
+                return _C_COLUMN if t.extractors is None else _C_SET
+            return _C_SET if fts else _C_BIG_SCAN
+        if f in ("tags", "branches") and (t.path or op in ("eq", "regex")):
+            return _C_PYTHON
+        if op == "regex":
+            return _C_PYTHON
+        if f in F.SUBDATASET_FIELDS:
+            return _C_SET
+        if op == "contains" and v:
+            return _C_SET if fts and f in FTS_FIELDS else _C_SCAN
+        return _C_COLUMN
+
+    # -- the tree ------------------------------------------------------------------------
+
+    def _node(self, node, restricted: bool):
+        """(sql, params) of a node; params in the order of the SQL.
+
+        ``restricted``: a cheaper operand of an enclosing AND comes first,
+        so this node is tested on the records that one leaves only; a leaf
+        then tests each record rather than building the set of all the
+        records it matches.
+        """
+        if isinstance(node, Term):
+            try:
+                sql, params = self._term(node, restricted)
+                if not all(_encodable(p) for p in params
+                           if isinstance(p, str)):
+                    raise _Unencodable()
+            except _Unencodable:
+                # a value with a lone surrogate: only py records (matched
+                # in Python) can contain it
+                return "0", []
+            return sql, params
+        if isinstance(node, Not):
+            sql, params = self._node(node.item, restricted)
+            return f"NOT {sql}", params
+        if isinstance(node, (And, Or)):
+            items = list(dict.fromkeys(node.items))  # a AND a is a
+            if isinstance(node, And):
+                # cheap and selective first, NOT last (as evaluate.py)
+                items.sort(key=lambda x: (isinstance(x, Not), self.cost(x)))
+                parts = [self._node(x, restricted or i > 0)
+                         for i, x in enumerate(items)]
+            else:
+                parts = [self._node(x, restricted) for x in items]
+            sql = _balanced("AND" if isinstance(node, And) else "OR",
+                            [p[0] for p in parts])
+            return sql, [x for p in parts for x in p[1]]
+        if isinstance(node, MatchAll):
+            return "1", []
+        raise TypeError(f"not a query tree node: {node!r}")
+
     # -- leaves (each 0 or 1, never NULL) ------------------------------------------
 
-    def _term(self, t: Term):
+    def _term(self, t: Term, restricted: bool):
         f, op = t.field, t.op
         if f is None:
-            return self._bare(t.value.lower())
+            return self._bare(t.value.lower(), restricted)
         if f == "metadata":
-            return self._metadata(t)
+            return self._metadata(t, restricted)
         if f in ("tags", "branches") and (t.path or op in ("eq", "regex")):
             k = self._test(t, _json_test(t, branch_names=(
                 f == "branches" and not t.path)), op == "regex")
-            needles = _needles(t)
+            # evaluate.py's needles, and what a regex match contains
+            needles = _needles(t) + (_regex_literals(t.value)
+                                     if op == "regex" else [])
             col = self._x(f)
             conds = [f"{col} IS NOT NULL"]
             q = self._fts_all(needles, f)
@@ -995,7 +1161,7 @@ class _Compiler:
                                           "fts_rec MATCH ?", [q]))
             conds += [f"instr({col}, ?) > 0" for _ in needles]
             conds.append(f"py_test({k}, {col})")
-            return "(" + " AND ".join(conds) + ")", needles, _C_PYTHON
+            return "(" + " AND ".join(conds) + ")", needles
         if f in F.SUBDATASET_FIELDS:
             return self._subdatasets(t)
         if f in F.NUMBER_FIELDS and op not in ("contains", "regex"):
@@ -1004,10 +1170,8 @@ class _Compiler:
             if x is None:  # an integer SQLite cannot hold: compare in Python
                 cmp, operand = getattr(operator, op), t.operand
                 k = self._test(t, lambda s: cmp(s, operand))
-                return f"({c} IS NOT NULL AND py_test({k}, {c}))", [], \
-                    _C_PYTHON
-            return f"({c} IS NOT NULL AND {c} {_CMP_SQL[op]} ?)", [x], \
-                _C_COLUMN
+                return f"({c} IS NOT NULL AND py_test({k}, {c}))", []
+            return f"({c} IS NOT NULL AND {c} {_CMP_SQL[op]} ?)", [x]
         if f in F.DATE_FIELDS and op not in ("contains", "regex"):
             start, end = t.operand
             c = self._r("d_" + f)
@@ -1015,42 +1179,59 @@ class _Compiler:
                 "gt": (f"{c} >= ?", [end]), "ge": (f"{c} >= ?", [start]),
                 "lt": (f"{c} < ?", [start]), "le": (f"{c} < ?", [end]),
                 "eq": (f"{c} >= ? AND {c} < ?", [start, end])}[op]
-            return f"({c} IS NOT NULL AND {sql})", params, _C_COLUMN
-        col = self._x(_TEXT_COLUMN[f])
+            return f"({c} IS NOT NULL AND {sql})", params
+        col = self._text(f)
         v = t.value.lower()
         if op == "contains":
             if not v:
-                return f"({col} IS NOT NULL)", [], _C_COLUMN
+                return f"({col} IS NOT NULL)", []
             if self.fts and f in FTS_FIELDS and len(v) >= 3:
                 return self._set("SELECT rowid FROM fts_rec WHERE fts_rec "
-                                 "MATCH ?", [_phrase(v, f)]), [], _C_SET
-            return f"coalesce(instr({col}, ?), 0) > 0", [v], _C_SCAN
+                                 "MATCH ?", [_phrase(v, f)]), []
+            return f"coalesce(instr({col}, ?), 0) > 0", [v]
         if op == "eq":
-            return f"({col} IS NOT NULL AND {col} = ?)", [v], _C_COLUMN
+            return f"({col} IS NOT NULL AND {col} = ?)", [v]
         if op == "regex":
             k = self._test(t, _regex_test(t.value), True)
-            return f"({col} IS NOT NULL AND py_test({k}, {col}))", [], \
-                _C_PYTHON
+            literals = _regex_literals(t.value)
+            conds = [f"{col} IS NOT NULL"]
+            q = self._fts_all(literals, f) if f in FTS_FIELDS else None
+            if q:
+                conds.insert(0, self._set("SELECT rowid FROM fts_rec WHERE "
+                                          "fts_rec MATCH ?", [q]))
+            conds += [f"instr({col}, ?) > 0" for _ in literals]
+            conds.append(f"py_test({k}, {col})")
+            return "(" + " AND ".join(conds) + ")", literals
         raise AssertionError(f"unhandled term {t!r}")  # pragma: no cover
 
-    def _bare(self, v: str):
+    def _md(self, cond, params, restricted):
+        """The records with a metadata row meeting ``cond``: tested per
+        record when restricted, else one pass over md (a kept set)."""
+        if restricted:
+            return (f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R} AND "
+                    f"{cond})", params)
+        return self._set(f"SELECT mid >> {_MID_BITS} FROM md m WHERE {cond}",
+                         params), []
+
+    def _bare(self, v: str, restricted: bool):
         """A word or "string": any default field, any metadata record's
         extractor name or JSON text contains it."""
         if not v:
-            return self._r("has_all"), [], _C_COLUMN
+            return self._r("has_all"), []
         if self.fts and len(v) >= 3:
             q = _phrase(v)
             return self._set(
                 "SELECT rowid FROM fts_rec WHERE fts_rec MATCH ? UNION ALL "
                 f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
-                "MATCH ?", [q, q]), [], _C_SET
-        conds = [f"coalesce(instr({self._x(c)}, ?), 0) > 0"
+                "MATCH ?", [q, q]), []
+        conds = [f"coalesce(instr({self._text(c)}, ?), 0) > 0"
                  for c in DEFAULT_COLUMNS]
-        conds.append(f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R} AND "
-                     "(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0))")
-        return "(" + " OR ".join(conds) + ")", [v] * 8, _C_BIG_SCAN
+        md, params = self._md("(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) "
+                              "> 0)", [v, v], restricted)
+        return "(" + " OR ".join(conds + [md]) + ")", \
+            [v] * len(conds) + params
 
-    def _metadata(self, t: Term):
+    def _metadata(self, t: Term, restricted: bool):
         """evaluate.py's _metadata: with [extractors] their JSON texts,
         without also every extractor name."""
         names = None
@@ -1058,13 +1239,14 @@ class _Compiler:
             # a name SQLite cannot hold is only in py records
             names = [n for n in dict.fromkeys(t.extractors) if _encodable(n)]
             if not names:
-                return "0", [], 0
+                return "0", []
         name_sql = ("" if names is None
                     else f" AND m.name IN ({', '.join('?' * len(names))})")
         name_params = names or []
         if t.path or t.op in ("eq", "regex"):
             k = self._test(t, _json_test(t), t.op == "regex")
-            needles = _needles(t)
+            needles = _needles(t) + (_regex_literals(t.value)
+                                     if t.op == "regex" else [])
             cond = "".join(" AND instr(m.js, ?) > 0" for _ in needles)
             sql = (f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R}{name_sql}"
                    f"{cond} AND py_test({k}, m.js))")
@@ -1073,45 +1255,44 @@ class _Compiler:
                 sql = "(" + self._set(
                     f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
                     "MATCH ?", [q]) + f" AND {sql})"
-            return sql, name_params + needles, _C_PYTHON
+            return sql, name_params + needles
         v = t.value.lower()
         if not v:
             if names is None:
-                return f"({self._r('n_md')} > 0)", [], _C_COLUMN
-            return (f"{{rid}} IN (SELECT mid >> {_MID_BITS} FROM md m "
-                    f"WHERE 1{name_sql})", name_params, _C_SET)
+                return f"({self._r('n_md')} > 0)", []
+            return self._set(f"SELECT mid >> {_MID_BITS} FROM md m "
+                             f"WHERE 1{name_sql}", name_params), []
         if self.fts and len(v) >= 3:
             if names is None:  # the extractor name or the JSON text
                 return self._set(f"SELECT rowid >> {_MID_BITS} FROM fts_md "
-                                 "WHERE fts_md MATCH ?", [_phrase(v)]), [], \
-                    _C_SET
+                                 "WHERE fts_md MATCH ?", [_phrase(v)]), []
             return self._set(
                 f"SELECT mid >> {_MID_BITS} FROM md m WHERE mid IN (SELECT "
                 f"rowid FROM fts_md WHERE fts_md MATCH ?){name_sql}",
-                [_phrase(v, "js")] + name_params), [], _C_SET
+                [_phrase(v, "js")] + name_params), []
         if names is None:
-            cond = "(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0)"
-            params = [v, v]
-        else:
-            cond = "instr(m.js, ?) > 0"
-            params = [v]
-        return (f"EXISTS (SELECT 1 FROM md m WHERE {_MD_OF_R}{name_sql} AND "
-                f"{cond})", name_params + params, _C_BIG_SCAN)
+            return self._md("(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0)",
+                            [v, v], restricted)
+        return self._md(f"instr(m.js, ?) > 0{name_sql}", [v] + name_params,
+                        restricted)
 
     def _subdatasets(self, t: Term):
         """subds_id/subds_url: any subdataset's value."""
         f, op, v = t.field, t.op, t.value.lower()
         if op == "regex":
             k = self._test(t, _regex_test(t.value), True)
+            literals = _regex_literals(t.value)
+            cond = "".join(" AND instr(s.v, ?) > 0" for _ in literals)
             return ("EXISTS (SELECT 1 FROM sub s WHERE s.rid = {rid} AND "
-                    f"s.f = ? AND py_test({k}, s.v))", [f], _C_PYTHON)
+                    f"s.f = ?{cond} AND py_test({k}, s.v))", [f] + literals)
         if op == "eq":
-            return ("{rid} IN (SELECT rid FROM sub WHERE f = ? AND v = ?)",
-                    [f, v], _C_SET)
-        if not v:
-            return "{rid} IN (SELECT rid FROM sub WHERE f = ?)", [f], _C_SET
-        return ("{rid} IN (SELECT rid FROM sub WHERE f = ? AND "
-                "instr(v, ?) > 0)", [f, v], _C_SET)
+            sql, params = "SELECT rid FROM sub WHERE f = ? AND v = ?", [f, v]
+        elif not v:
+            sql, params = "SELECT rid FROM sub WHERE f = ?", [f]
+        else:
+            sql = "SELECT rid FROM sub WHERE f = ? AND instr(v, ?) > 0"
+            params = [f, v]
+        return self._set(sql, params), []
 
 
 def _needles(t: Term) -> list:
@@ -1121,6 +1302,47 @@ def _needles(t: Term) -> list:
     if t.op in ("contains", "eq") and v:
         needles.append(_esc(v))
     return needles
+
+
+def _unsafe_literals() -> set:
+    """ASCII characters a literal cannot be looked up by: those that
+    re.IGNORECASE also matches with other characters than their str.lower()
+    (i with ı, s with ſ), and those JSON text escapes."""
+    try:
+        from re._casefix import _EXTRA_CASES
+        extra = {chr(c) for c in _EXTRA_CASES if c < 128}
+    except ImportError:  # pragma: no cover - Python < 3.11
+        extra = {"i", "s"}
+    extra |= {c.upper() for c in extra}
+    return extra | {'"', "\\"} | {chr(c) for c in range(32)} | {"\x7f"}
+
+
+_UNSAFE_LITERALS = _unsafe_literals()
+
+
+def _regex_literals(pattern: str) -> list:
+    """Texts every match of ``pattern`` (case-insensitive) contains, in a
+    lowercased text and in its JSON rendering: the runs of plain ASCII
+    literals at the pattern's top level (zero-width assertions do not break
+    a run). Records without them need not be tested."""
+    try:
+        items = _sre.parse(pattern, re.IGNORECASE)
+    except Exception:  # pragma: no cover - the parser checked the pattern
+        return []
+    runs, run = [], []
+    for op, av in items:
+        if op is _src.AT:
+            continue
+        if op is _src.LITERAL and av < 128 \
+                and chr(av) not in _UNSAFE_LITERALS:
+            run.append(chr(av).lower())
+            continue
+        if run:
+            runs.append("".join(run))
+            run = []
+    if run:
+        runs.append("".join(run))
+    return runs
 
 
 def _regex_test(pattern):
@@ -1332,12 +1554,12 @@ class Engine:
         self._uri = _uri(self.path)
         self.n = int(meta["count"])
         has_fts = bool(int(meta["fts"]))
-        if fts and not has_fts:
+        if fts and not (has_fts and fts5_available()):
             raise EngineError(f"the search database {self.path} has no "
-                              "full-text index")
+                              "full-text index usable here")
         # a database built with FTS is searched by scanning where this
         # Python's SQLite lacks FTS5
-        self.fts = has_fts and (fts5_available() if fts is None else fts)
+        self.fts = has_fts and fts5_available() and fts is not False
         self.fingerprint = meta["fingerprint"]
         self._py_rids = json.loads(meta["py"])
         self._py_records = None   # rid -> record, loaded when needed
@@ -1372,6 +1594,7 @@ class Engine:
                 if missing:
                     raise EngineDamaged(f"the search database {path} lacks "
                                         f"{', '.join(sorted(missing))}")
+                int(meta["count"]), int(meta["fts"]), json.loads(meta["py"])
                 names = {r[0] for r in db.execute(
                     "SELECT name FROM sqlite_master")}
                 missing = {"rec", "txt", "md", "sub", "doc"} - names
@@ -1382,7 +1605,7 @@ class Engine:
                                         f"tables {', '.join(sorted(missing))}")
             finally:
                 db.close()
-        except (sqlite3.Error, ValueError) as e:
+        except (sqlite3.Error, ValueError, TypeError) as e:
             raise EngineDamaged(f"cannot read the search database {path}: "
                                 f"{e}") from e
         if fingerprint is not None and meta["fingerprint"] != fingerprint:
@@ -1460,20 +1683,27 @@ class Engine:
                 indexed=None):
         """(FROM clause, WHERE clause) of a statement over ``c``."""
         use_x = need_x or c.uses_x
-        use_r = need_r or c.uses_r or bool(self._py_rids) or not use_x
+        where = c.where
+        if use_x and c.r_cols == {"url"} and not need_r:
+            # txt has the URL too: spare the join
+            where = where.replace("r.url", "x.url")
+            use_r = False
+        else:
+            use_r = need_r or bool(c.r_cols) or not use_x
+        use_r = use_r or bool(self._py_rids)
         if use_r:
             src = "rec r" + (f" INDEXED BY {indexed}" if indexed else "")
             if use_x:
                 src += " JOIN txt x ON x.rid = r.rid"
-            where = c.where.replace("{rid}", "r.rid")
+            where = where.replace("{rid}", "r.rid")
         else:  # texts only: no need to visit rec
-            src, where = "txt x", c.where.replace("{rid}", "x.rid")
+            src, where = "txt x", where.replace("{rid}", "x.rid")
         if self._py_rids:  # py records are matched in Python
             where = f"({where}) AND NOT r.py"
         return src, where
 
     @contextmanager
-    def _run(self, conn: _Conn, c: _Compiled, text: str):
+    def _run(self, conn: _Conn, c: _Compiled, text: str, tree=None):
         """Run ``c``'s statements on ``conn``: its tests, its time budget;
         SQLite errors become EngineDamaged, timeouts QueryError."""
         conn.tests = c.tests
@@ -1495,8 +1725,10 @@ class Engine:
                 yield
         except (sqlite3.OperationalError, _Alarm, _Timeout) as e:
             if budget is not None and budget.expired():
-                raise self._timeout(conn.current or budget.term,
-                                    text) from None
+                term = conn.current or budget.term
+                # compiled queries are shared by equal trees, whose terms
+                # may stand elsewhere in the text: report this tree's
+                raise self._timeout(_same_term(tree, term), text) from None
             if isinstance(e, sqlite3.OperationalError):
                 raise self._damaged(e) from e
             raise
@@ -1553,9 +1785,16 @@ class Engine:
         if isinstance(tree, MatchAll):
             return self.n
         src, where = self._source(c)
-        with self._connection() as conn, self._run(conn, c, text):
-            n = conn.db.execute(f"SELECT count(*) FROM {src} WHERE {where}",
-                                c.params).fetchone()[0]
+        sql = f"SELECT count(*) FROM {src} WHERE {where}"
+        # one set, or NOT one set: count its table (each id is a record)
+        lone = _LONE_SET.match(c.where)
+        if lone and not self._py_rids:
+            sql = f"SELECT count(*) FROM temp.{lone.group(2)}"
+        with self._connection() as conn, self._run(conn, c, text, tree):
+            n = conn.db.execute(sql, () if lone and not self._py_rids
+                                else c.params).fetchone()[0]
+            if lone and lone.group(1) and not self._py_rids:
+                n = self.n - n
             n += len(self._py_matches(tree, conn))
         with self._lock:
             self._counts[tree] = n
@@ -1587,7 +1826,7 @@ class Engine:
                + ("" if limit is None else " LIMIT ?")
                + ") t JOIN doc d ON d.rid = t.rid ORDER BY t.o")
         params = list(c.params) + ([] if limit is None else [limit])
-        with self._connection() as conn, self._run(conn, c, text):
+        with self._connection() as conn, self._run(conn, c, text, tree):
             rows = conn.db.execute(sql, params).fetchall()
             extra = self._py_matches(tree, conn)
             if extra:
@@ -1614,7 +1853,7 @@ class Engine:
         src, where = self._source(c, need_r=True)
         # the matching rids first (within the time budget), then the
         # records in batches (as slowly as the consumer takes them)
-        with self._connection() as conn, self._run(conn, c, text):
+        with self._connection() as conn, self._run(conn, c, text, tree):
             ranked = conn.db.execute(
                 f"SELECT r.{col}, r.rid FROM {src} WHERE {where} "
                 f"ORDER BY r.{col}", c.params).fetchall()
@@ -1690,7 +1929,7 @@ class Engine:
             "PARTITION BY x.s_ds ORDER BY r.s_size IS NULL, r.s_size DESC, "
             "r.s_files IS NULL, r.s_files DESC) AS k "
             f"FROM {src} WHERE x.s_ds IS NOT NULL AND ({where})) WHERE k = 1")
-        with self._connection() as conn, self._run(conn, c, text):
+        with self._connection() as conn, self._run(conn, c, text, tree):
             try:
                 row = conn.db.execute(f"SELECT {sums} FROM {src} WHERE "
                                       f"{where}", c.params).fetchone()
@@ -1711,6 +1950,21 @@ class Engine:
                 part = _merge_partials([part, _partial(
                     _stats_row(recs[rid]) for rid in extra)])
         return part
+
+
+def _same_term(tree, term):
+    """The term of ``tree`` equal to ``term`` (positions are not compared)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Term):
+            if node == term:
+                return node
+        elif isinstance(node, Not):
+            stack.append(node.item)
+        elif isinstance(node, (And, Or)):
+            stack.extend(reversed(node.items))
+    return term
 
 
 def _uri(path: str) -> str:

@@ -44,6 +44,7 @@ from datalad_registry_ext.files import (
     remove_stale_temporaries,
 )
 from datalad_registry_ext.locations import index_dir
+from datalad_registry_ext.records import dumps_storable
 
 RECORDS_TABLE = "records"
 META_TABLE = "meta"
@@ -166,23 +167,21 @@ class Index:
             yield txn
             if storage.dirty:
                 with atomic_file(self.path, "w") as f:
-                    json.dump(storage.data, f, ensure_ascii=False,
-                              separators=(",", ":"))
+                    f.write(dumps_storable(storage.data))
 
-    def write_records(self, records: Iterable[dict], meta: dict) -> int:
-        """Replace every record and the meta table with ``records``, streamed
-        (one record in memory at a time). Call with :meth:`locked` held.
-        Returns the record count."""
+    def write_records(self, records: Iterable[str], meta: dict) -> int:
+        """Replace every record and the meta table with ``records`` (each
+        the JSON text of one record), streamed: one record in memory at a
+        time. Call with :meth:`locked` held. Returns the record count."""
         n = 0
         with atomic_file(self.path, "w") as f:
             f.write('{"%s":{' % RECORDS_TABLE)
-            for rec in records:
+            for text in records:
                 if n:
                     f.write(",")
                 n += 1
                 f.write(f'"{n}":')
-                f.write(json.dumps(rec, ensure_ascii=False,
-                                   separators=(",", ":")))
+                f.write(text)
             f.write('},"%s":{"1":' % META_TABLE)
             f.write(json.dumps(dict(meta, format=FORMAT_VERSION),
                                ensure_ascii=False, separators=(",", ":")))

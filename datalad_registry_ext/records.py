@@ -166,8 +166,13 @@ def strip_credentials(url: str) -> str:
     it), but a password is always removed. For http(s) the whole userinfo
     goes: tokens are commonly passed as the user name.
     """
+    if "://" not in url:
+        # scp-like user:password@host:path keeps the user only (urlsplit
+        # would take "user:" for a scheme)
+        return _SCP_PASSWORD.sub(r"\1@", url, count=1) \
+            if _SCP_PASSWORD.match(url) else url
     parts = urlsplit(url)
-    if not parts.scheme or "@" not in parts.netloc:
+    if "@" not in parts.netloc:
         return url
     userinfo, _, hostport = parts.netloc.rpartition("@")
     if parts.scheme in ("ssh", "git+ssh") and ":" not in userinfo:
@@ -181,7 +186,7 @@ def strip_credentials(url: str) -> str:
 _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 # user:password@host:path (scp-like; git reads the password as part of the
 # user name, but it is a secret all the same)
-_SCP_PASSWORD = re.compile(r"(?<![\w/:@])([^@/:\s'\"]+):[^@/\s'\"]+@(?=[^/:\s]+:)")
+_SCP_PASSWORD = re.compile(r"(?<![\w:@])([^@/:\s'\"]+):[^@/\s'\"]+@(?=[^/:\s]+:)")
 
 
 def scrub(text: str, secrets=()) -> str:
@@ -285,23 +290,19 @@ INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
 def nesting_depth(obj, limit: int | None = None) -> int:
-    """How deeply ``obj`` nests (a scalar: 0, ``[]``: 1, ``[[1]]``: 2), found
-    without recursion; stops counting once past ``limit``."""
+    """How deeply ``obj`` nests (a scalar: 0, ``[]``: 1, ``[[1]]``: 2),
+    level by level, without recursion; stops counting once past ``limit``."""
+    level = [obj] if isinstance(obj, (dict, list)) else []
     depth = 0
-    stack = [(obj, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        depth = max(depth, level)
+    while level:
+        depth += 1
         if limit is not None and depth > limit:
-            return depth
-        stack.extend((c, level + 1) for c in children
-                     if isinstance(c, (dict, list)))
+            break
+        below = []
+        for value in level:
+            below += [c for c in (value.values() if isinstance(value, dict)
+                                  else value) if isinstance(c, (dict, list))]
+        level = below
     return depth
 
 
@@ -310,6 +311,19 @@ def too_deep(obj, what: str, limit: int = MAX_NESTING) -> str | None:
     if nesting_depth(obj, limit) > limit:
         return f"{what} is nested too deeply (limit {limit})"
     return None
+
+
+def dumps_storable(obj) -> str:
+    """Compact JSON text of ``obj`` that can be written as UTF-8: non-ASCII
+    kept as is, unless the value holds lone surrogates (a ``\\ud800``
+    escape in a JSON source), which are then escaped (json.loads restores
+    them)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 #: JSON's non-standard constants as strict JSON (json.loads'
@@ -363,13 +377,20 @@ def normalize_record(obj, source: str) -> dict:
         v = obj.get(f)
         if v is not None and not isinstance(v, kind):
             raise ValueError(f"'{f}' must be a JSON {kind.__name__}")
-    for f, v in obj.items():
-        problem = too_deep(v, f"'{f}'") if f != "metadata" else next(
-            filter(None, (too_deep(m.get("extracted_metadata"),
-                                   f"the {m['extractor_name']} metadata")
-                          for m in metadata or ())), None)
-        if problem:
-            raise ValueError(problem)
+    # a metadata document may nest MAX_NESTING deep, three levels down
+    # (record -> metadata -> entry -> document): one walk of the record
+    # covers the (large) metadata; the other (small) fields are walked alone
+    if nesting_depth(obj, MAX_NESTING + 3) > MAX_NESTING + 3 or any(
+            nesting_depth(v, MAX_NESTING) > MAX_NESTING
+            for f, v in obj.items() if f != "metadata"):
+        # find what is too deep, for the message
+        for f, v in obj.items():
+            problem = too_deep(v, f"'{f}'") if f != "metadata" else next(
+                filter(None, (too_deep(m.get("extracted_metadata"),
+                                       f"the {m['extractor_name']} metadata")
+                              for m in metadata or ())), None)
+            if problem:
+                raise ValueError(problem)
     rec = new_record(strip_credentials(url))
     rec.update({k: v for k, v in obj.items() if k != "url"})
     rec.pop("source", None)

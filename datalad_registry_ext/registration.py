@@ -56,7 +56,7 @@ lgr = logging.getLogger("datalad.registry_ext.registration")
 
 SUPPORTED_SCHEMES = ("http", "https", "ssh", "git+ssh", "git", "file")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-_SCP_LIKE = re.compile(r"^[^@/:\s]+@[^/:\s]+:")
+_SCP_LIKE = re.compile(r"^[^@/\s]+@[^/:\s]+:")
 
 
 class InputError(RegistryExtError, ValueError):
@@ -100,7 +100,7 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
             raise InputError(f"{scrub(item)} is not a valid URL ({e})") from e
         return Candidate(item, item, _trim(url))
     if _SCP_LIKE.match(item) and not os.path.exists(item):
-        return Candidate(item, item, _trim(item))
+        return Candidate(item, item, _trim(strip_credentials(item)))
     path = Path(cwd or Path.cwd()) / item
     if not path.exists():
         raise InputError(f"no such path: {path}")
@@ -281,7 +281,7 @@ def submit(location: Path, items: Iterable[str] = (), *, from_file=None,
 
     def refusal(message, **fields):
         return {"action": ACTION, "path": str(location), "type": "dataset",
-                "status": "impossible", "message": message, **fields}
+                "status": "impossible", "message": scrub(message), **fields}
 
     if from_file:
         path = Path(from_file).expanduser().absolute()

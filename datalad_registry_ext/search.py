@@ -23,7 +23,7 @@ from datalad_registry_ext import engine as engine_mod
 from datalad_registry_ext.engine import Engine, EngineError
 from datalad_registry_ext.index import Index, IndexCorrupt, all_indexes, local_index
 from datalad_registry_ext.index_sync import rebuild_index, reconcile_index
-from datalad_registry_ext.query import parse
+from datalad_registry_ext.query import QueryError, parse
 from datalad_registry_ext.query.fields import to_timestamp
 from datalad_registry_ext.records import (
     DATE_FIELDS,
@@ -211,16 +211,24 @@ def search(registry: Path, query: str | None = None, *,
         raise ValueError(f"cannot order by {order_by!r}; use one of: "
                          f"{', '.join(ORDER_KEYS)}")
     registry = Path(registry)
+    require_registry(registry)
     found = engines(registry)
-    total = sum(eng.count(tree) for eng in found)
-    need = None if limit is None else offset + limit
-    tagged = _ordered_page(found, tree, order_by, order_dir, need)[offset:]
-    records = _full(tagged) if metadata else [r for r, _ in tagged]
+    try:
+        total = sum(eng.count(tree) for eng in found)
+        need = None if limit is None else offset + limit
+        tagged = _ordered_page(found, tree, order_by, order_dir, need)[offset:]
+        records = _full(tagged) if metadata else [r for r, _ in tagged]
+        merged = engine_mod.merge_stats([eng.stats(tree) for eng in found]) \
+            if stats else None
+    except QueryError as e:
+        if e.query:
+            raise
+        # an engine reports a time-out with the tree only: show the text
+        raise QueryError(e.reason, query or "", e.position, e.expected) \
+            from None
     return SearchResult(
         total=total, query=query, offset=offset,
-        hits=[_hit(registry, r, metadata) for r in records],
-        stats=engine_mod.merge_stats([eng.stats(tree) for eng in found])
-        if stats else None)
+        hits=[_hit(registry, r, metadata) for r in records], stats=merged)
 
 
 def export(registry: Path, query: str | None, target: Path, *,
@@ -228,6 +236,7 @@ def export(registry: Path, query: str | None, target: Path, *,
     """Write every record matching ``query``, with metadata content, to
     ``target`` as JSON Lines (gzip for ``.gz``). Returns the count."""
     tree = parse(query or "")
+    require_registry(Path(registry))
     found = engines(Path(registry))
     tagged = _ordered_page(found, tree, order_by, order_dir, None)
 
@@ -243,6 +252,8 @@ def require_registry(location: Path) -> None:
     ``location`` (a typo in -d must not read as "nothing found")."""
     if is_registry(location) or any(i.exists() for i in all_indexes(location)):
         return
-    raise RegistryError(
+    err = RegistryError(
         f"there is no registry at {location} (registry-submit creates one, "
         "registry-sync imports records into one)")
+    err.status = "impossible"
+    raise err

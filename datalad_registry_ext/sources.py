@@ -38,6 +38,7 @@ from datalad_registry_ext.index import Index, IndexCorrupt, source_index
 from datalad_registry_ext.index_sync import rebuild_index
 from datalad_registry_ext.records import (
     LOCAL_SOURCE,
+    dumps_storable,
     loads_strict,
     normalize_record,
     now_iso,
@@ -92,35 +93,42 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
     ratio_max = _limit(config.IMPORT_MAX_RATIO)
     raw, f = _open(path)
     total = 0
+
+    def read(limit: int) -> bytes:
+        nonlocal total
+        try:
+            data = f.readline(limit)
+        except (OSError, EOFError, zlib.error) as e:
+            raise SourceError(
+                f"{path} is a damaged or truncated gzip file ({e}); "
+                "nothing was imported") from e
+        total += len(data)
+        if total > total_max:
+            raise SourceError(
+                f"{path} holds more than {total_max} bytes "
+                f"({config.IMPORT_MAX_BYTES}); nothing was imported")
+        if f is not raw and total > RATIO_GRACE \
+                and total > ratio_max * max(raw.tell(), 1):
+            raise SourceError(
+                f"{path} decompresses to more than {ratio_max} times its "
+                f"size (a decompression bomb? see {config.IMPORT_MAX_RATIO}); "
+                "nothing was imported")
+        return data
+
     n = 0
     try:
         while True:
-            try:
-                line = f.readline(record_max + 1)
-                too_long = len(line) > record_max and not line.endswith(b"\n")
-                while line and too_long and not line.endswith(b"\n"):
-                    # skip to the end of the line, a chunk at a time
-                    total += len(line)
-                    line = f.readline(_CHUNK)
-            except (OSError, EOFError, zlib.error) as e:
-                raise SourceError(
-                    f"{path} is a damaged or truncated gzip file ({e}); "
-                    "nothing was imported") from e
-            if not line and not too_long:
+            line = read(record_max + 1)
+            if not line:
                 return
-            total += len(line)
-            if total > total_max:
-                raise SourceError(
-                    f"{path} holds more than {total_max} bytes "
-                    f"({config.IMPORT_MAX_BYTES}); nothing was imported")
-            if f is not raw and total > RATIO_GRACE \
-                    and total > ratio_max * max(raw.tell(), 1):
-                raise SourceError(
-                    f"{path} decompresses to more than {ratio_max} times its "
-                    f"size (a decompression bomb? see "
-                    f"{config.IMPORT_MAX_RATIO}); nothing was imported")
             n += 1
-            yield n, None if too_long else line
+            if len(line) > record_max and not line.endswith(b"\n"):
+                # too long: skip to the end of the line, a chunk at a time
+                while line and not line.endswith(b"\n"):
+                    line = read(_CHUNK)
+                yield n, None
+                continue
+            yield n, line
     finally:
         f.close()
         raw.close()
@@ -150,10 +158,13 @@ def _records(path: Path, source: str
             yield n, None, str(e)
 
 
-def _digest(rec: dict) -> str:
-    return hashlib.sha1(json.dumps(rec, sort_keys=True, ensure_ascii=False,
-                                   default=str).encode("utf-8", "replace")
-                        ).hexdigest()
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _serialize(rec: dict) -> str:
+    """A record as the index file stores it (also what its digest is of)."""
+    return dumps_storable(rec)
 
 
 def read_jsonl(path: Path | str, source: str
@@ -164,13 +175,14 @@ def read_jsonl(path: Path | str, source: str
     path = Path(path)
     last, problems = _scan(path, source)
     records = [rec for n, rec, _ in _records(path, source)
-               if rec is not None and last.get(rec["url"], (0,))[0] == n]
+               if rec is not None and last.get(rec["url"]) == n]
     return records, problems
 
 
 def _scan(path: Path, source: str):
-    """Pass 1: ``{url: (last line, digest)}`` and the problems."""
-    last: dict[str, tuple[int, str]] = {}
+    """``{url: last line}`` and the problems (a URL's earlier lines among
+    them: the last line of a URL replaces the earlier ones)."""
+    last: dict[str, int] = {}
     problems = []
     for n, rec, problem in _records(path, source):
         if rec is None:
@@ -178,61 +190,77 @@ def _scan(path: Path, source: str):
             continue
         url = rec["url"]
         if url in last:
-            problems.append((last[url][0], f"{url} appears again on line {n}, "
-                                           "which replaces this line"))
-        last[url] = (n, _digest(rec))
+            problems.append((last[url], f"{url} appears again on line {n}, "
+                                        "which replaces this line"))
+        last[url] = n
     problems.sort()
     return last, problems
 
 
 def _previous_digests(index: Index) -> dict[str, str]:
     """``{url: digest}`` of what the source's index holds now."""
-    fingerprint = index.fingerprint()
-    if fingerprint is None:
-        return {}
     try:
-        with engine_mod.Engine.open(index.engine_path, fingerprint) as eng:
-            return {r["url"]: _digest(r) for r in eng.iter_records()}
-    except engine_mod.EngineError:
-        pass
-    try:
-        return {r["url"]: _digest(r) for r in index.records()
-                if isinstance(r, dict) and "url" in r}
+        return {r["url"]: _digest(_serialize(r)) for r in index.records()}
     except IndexCorrupt:  # a damaged previous import is simply replaced
         return {}
+
+
+class _Repeated(Exception):
+    """A URL is on more than one line: import again, knowing the last."""
 
 
 def import_jsonl(registry: Path, path: Path | str) -> ImportSummary:
     """Replace the records of the source ``path`` in the registry's index."""
     path = Path(path).absolute()
     source = str(path)
-    last, problems = _scan(path, source)
-    summary = ImportSummary(source=source, problems=problems,
-                            imported=len(last))
     index = source_index(registry, source)
     with index.locked():
         old = _previous_digests(index)
-        for url, (_, digest) in last.items():
-            prev = old.pop(url, None)
-            if prev is None:
-                summary.added += 1
-            elif prev == digest:
-                summary.unchanged += 1
-            else:
-                summary.updated += 1
-        summary.removed = len(old)
+        try:
+            return _import(index, path, source, old)
+        except _Repeated:
+            last, problems = _scan(path, source)
+            return _import(index, path, source, old, last, problems)
 
-        with engine_mod.Builder(index.engine_path) as builder:
-            def chosen() -> Iterator[dict]:
-                for n, rec, _ in _records(path, source):
-                    if rec is not None and last.get(rec["url"], (0,))[0] == n:
-                        builder.add(rec)
-                        yield rec
 
-            index.write_records(chosen(), dict(
-                source=source, kind="jsonl", synced=now_iso(),
-                count=len(last)))
-            builder.finish(index.fingerprint())
+def _import(index: Index, path: Path, source: str, old: dict[str, str],
+            last: dict[str, int] | None = None, problems=None
+            ) -> ImportSummary:
+    """One pass over the file: each chosen record goes to the index file and
+    to its search database. Without ``last`` (which line of each URL to
+    keep), a URL seen twice raises _Repeated and nothing is written."""
+    summary = ImportSummary(source=source, problems=list(problems or []))
+    seen: set[str] = set()
+    old = dict(old)
+    with engine_mod.Builder(index.engine_path) as builder:
+        def chosen() -> Iterator[str]:
+            for n, rec, problem in _records(path, source):
+                if rec is None:
+                    if last is None:
+                        summary.problems.append((n, problem))
+                    continue
+                url = rec["url"]
+                if last is None:
+                    if url in seen:
+                        raise _Repeated(url)
+                    seen.add(url)
+                elif last.get(url) != n:
+                    continue
+                text = _serialize(rec)
+                prev = old.pop(url, None)
+                if prev is None:
+                    summary.added += 1
+                elif prev == _digest(text):
+                    summary.unchanged += 1
+                else:
+                    summary.updated += 1
+                builder.add(rec)
+                yield text
+
+        summary.imported = index.write_records(chosen(), dict(
+            source=source, kind="jsonl", synced=now_iso()))
+        builder.finish(index.fingerprint())
+    summary.removed = len(old)
     return summary
 
 
@@ -241,9 +269,14 @@ def _strict_json(rec: dict) -> str:
     extractor's own file reading) is written as null, infinities as
     strings."""
     try:
-        return json.dumps(rec, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(rec, ensure_ascii=False, allow_nan=False)
     except ValueError:
-        return json.dumps(loads_strict(json.dumps(rec)), ensure_ascii=False)
+        text = json.dumps(loads_strict(json.dumps(rec)), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: escape them
+        text = json.dumps(loads_strict(text), ensure_ascii=True)
+    return text
 
 
 def export_jsonl(records: Iterable[dict], path: Path | str) -> int:

@@ -101,6 +101,12 @@ def _varied_records():
             "extractor_name": "deep", "extracted_metadata": {
                 "a": [[{"b": {"c": "found-it"}}], {"b": [{"c": 1.5}]}],
                 "x": {"y": {"z": {"w": {"v": ["leaf"]}}}}}}]},
+        # re.IGNORECASE matches s with ſ and i with ı (str.lower() does
+        # not map them), k with the Kelvin sign (str.lower() does)
+        {"url": "https://x.org/ſpecial-ınfo-\u212aelvin", "metadata": [{
+            "extractor_name": "fold", "extracted_metadata": {
+                "k": "ſtraße ıdea \u212a", "branches": ["ma\u0131n"]}}],
+         "branches": {"ma\u0131n": {}}, "tags": [{"name": "ſ1"}]},
         {"url": "https://x.org/only-url"},
         {"url": None, "source": "no-url", "annex_key_count": 1},  # no text
         {"url": "", "metadata": []},
@@ -371,6 +377,13 @@ def test_odd_values_same_as_reference(engine, reference, realistic):
         "metadata.a.b.c:=1.5", "metadata.x.y.z.w.v:=leaf",
         'metadata.x.y:"leaf"', 'metadata.x.y:~"lea."', 'url:""', '""',
         'NOT url:""', "last_update_dt:=2024-05-30T13:09:47Z",
+        'url:~"special"', 'url:~"info-kelvin"', 'url:~"x\\.org/sp"',
+        'metadata:~"strasse"', 'metadata:~"stra.e idea k"',
+        'metadata[fold].k:~"idea"', 'metadata.branches:~"main"',
+        'branches:~"main"', 'branches:~"^main$"', 'tags:~"s1"',
+        'tags.name:~"^s"', 'metadata:~"^ſtra"', 'url:~"ſpecial"',
+        'head_describe:~"^v?1\\."', 'url:~"openneuro.*ds00"',
+        'metadata[bids_dataset].Name:~"^haxby f"', 'subds_url:~"\\.git$"',
         "head_dt:=2024-05-30T13:09:47Z", "NOT head_dt:<2030",
     ]:
         _check_same(engine, reference, realistic, q)
@@ -580,7 +593,7 @@ def test_stale(db_file):
 
 @pytest.mark.parametrize("damage", ["truncate", "truncate-page", "garbage",
                                     "empty", "missing", "schema", "table",
-                                    "header"])
+                                    "meta", "header"])
 def test_damaged(db_file, damage):
     size = db_file.stat().st_size
     if damage == "truncate":
@@ -595,10 +608,12 @@ def test_damaged(db_file, damage):
         db_file.write_bytes(b"")
     elif damage == "missing":
         db_file.unlink()
-    elif damage in ("schema", "table"):
+    elif damage in ("schema", "table", "meta"):
         con = sqlite3.connect(db_file)
         if damage == "schema":
             con.execute("UPDATE meta SET value = 99 WHERE key = 'schema'")
+        elif damage == "meta":
+            con.execute("UPDATE meta SET value = '[' WHERE key = 'py'")
         else:
             con.execute("DROP TABLE sub")
         con.commit()
@@ -647,6 +662,7 @@ def test_builder_replaces_atomically_and_cleans_up(tmp_path):
             assert tmp.endswith(".tmp")
             raise RuntimeError("interrupted")
     assert not os.path.exists(tmp)
+    assert sorted(os.listdir(tmp_path)) == ["x.sqlite"]  # both temporaries
     with Engine.open(path, "old") as eng:  # the old database is intact
         assert eng.count(MatchAll()) == 2
     with Builder(path) as b:
@@ -658,14 +674,32 @@ def test_builder_replaces_atomically_and_cleans_up(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["x.sqlite"]
     with Engine.open(path, "new") as eng:
         assert eng.count(MatchAll()) == len(RECORDS)
-    # leaving without finishing removes the temporary file too
+    # leaving without finishing removes the temporary files too
     with Builder(path) as b:
         b.add(RECORDS[0])
-        tmp = b.tmp_path
-    assert not os.path.exists(tmp)
     b = Builder(path)
     b.abort()
-    assert not os.path.exists(b.tmp_path)
+    b.abort()
+    assert sorted(os.listdir(tmp_path)) == ["x.sqlite"]
+    with pytest.raises(EngineError):
+        b.add(RECORDS[0])
+
+
+def test_full_text_index_is_sound(fts_engine, realistic):
+    # fts_rec is built in a second file and copied in: FTS5's own check
+    con = sqlite3.connect(fts_engine.path)
+    try:
+        for t in ("fts_rec", "fts_md"):
+            con.execute(f"INSERT INTO {t}({t}) VALUES('integrity-check')")
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        con.close()
+
+
+def test_builder_reports_a_missing_directory(tmp_path):
+    with pytest.raises(EngineError) as ei:
+        Builder(tmp_path / "missing" / "x.sqlite")
+    assert str(tmp_path / "missing" / "x.sqlite") in str(ei.value)
 
 
 def test_empty_database(tmp_path):
@@ -728,9 +762,11 @@ def _slow_records(n=400):
         for i in range(n)]
 
 
+# (a character class ends each pattern: a literal would be looked up first
+# and spare the records without it the slow match)
 @pytest.mark.parametrize("query,position", [
-    ('url:~".*a.*a.*x"', 5), ('metadata:~".*a.*a.*x"', 10),
-    ('haxby OR head:~"x" OR url:~".*a.*a.*x"', 27)])
+    ('url:~".*a.*a.*[xy]"', 5), ('metadata:~".*a.*a.*[xy]"', 10),
+    ('haxby OR head:~"x" OR url:~".*a.*a.*[xy]"', 27)])
 def test_time_budget_in_a_worker_thread(tmp_path, query, position):
     path = tmp_path / "slow.sqlite"
     build(path, _slow_records(), "fp")
@@ -756,16 +792,30 @@ def test_time_budget_in_a_worker_thread(tmp_path, query, position):
     assert outcome["took"] < 3
 
 
+def test_regex_literals_spare_the_records_without_them(tmp_path):
+    path = tmp_path / "slow.sqlite"
+    build(path, _slow_records(), "fp")
+    with Engine.open(path, "fp", regex_timeout=0.3) as eng:
+        t0 = time.monotonic()
+        assert eng.count('url:~".*a.*a.*x"') == 0  # no record has an x
+        assert eng.count('metadata:~".*a.*a.*xyz"') == 0
+        assert time.monotonic() - t0 < 1
+
+
 def test_time_budget_stops_a_single_match_in_the_main_thread(tmp_path):
     path = tmp_path / "slow.sqlite"
     build(path, [{"url": "a" * 3000, "metadata": []}], "fp")
     with Engine.open(path, "fp", regex_timeout=0.3) as eng:
         t0 = time.monotonic()
         with pytest.raises(QueryError) as ei:
-            eng.page('url:~".*.*.*.*x"')
+            eng.page('url:~".*.*.*.*[xy]"')
         assert time.monotonic() - t0 < 5
         assert ei.value.position == 5
-        assert ei.value.query == 'url:~".*.*.*.*x"'
+        assert ei.value.query == 'url:~".*.*.*.*[xy]"'
+        # the same tree from another text: this text's position
+        with pytest.raises(QueryError) as ei:
+            eng.count('   url:~".*.*.*.*[xy]"')
+        assert ei.value.position == 8
         # the engine stays usable
         assert eng.count("url:a") == 1
 
@@ -793,6 +843,26 @@ def test_one_engine_many_threads(fts_engine, reference, realistic):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_without_fts5_at_run_time(tmp_path, monkeypatch):
+    # a database built with FTS, searched where SQLite lacks FTS5: scans
+    if not E.FTS5:
+        pytest.skip("no FTS5")
+    path = tmp_path / "x.sqlite"
+    build(path, RECORDS, "fp", fts=True)
+    monkeypatch.setattr(E, "_fts5", False)
+    assert E.FTS5 is False
+    with Engine.open(path, "fp") as eng:
+        assert not eng.fts
+        assert [r["url"] for r in eng.page("haxby OR container", "url",
+                                           "asc")] == [
+            RECORDS[2]["url"], RECORDS[0]["url"]]
+    with pytest.raises(EngineError):
+        Builder(path, fts=True)
+    build(path, RECORDS, "fp2")  # fts=None: what this SQLite has
+    with pytest.raises(EngineError):
+        Engine.open(path, "fp2", fts=True)
 
 
 def test_fts5_flag_and_closed_engine(db_file):

@@ -3,6 +3,8 @@ outcomes and failures into result records, progress bars, small renderers."""
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -66,6 +68,17 @@ def results(outcomes: Iterable[dict], *, common: dict, path) -> Iterator[dict]:
             yield get_status_dict(**{**common, **o})
     except (RegistryExtError, OSError) as e:
         yield error_result(e, path=path, common=common)
+
+
+def quiet_on_closed_pipe() -> None:
+    """On the command line, end quietly when the reader of our output goes
+    away (``registry-search ... | head -1``), as command-line tools do:
+    the default action of SIGPIPE. Python ignores SIGPIPE and DataLad would
+    report the BrokenPipeError. A Python program using the API keeps its own
+    handling."""
+    if os.path.basename(sys.argv[0] or "") == "datalad" and \
+            hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def human_size(n) -> str:

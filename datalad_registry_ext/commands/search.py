@@ -27,6 +27,7 @@ from datalad_registry_ext.commands._common import (
     error_result,
     human_size,
     plural,
+    quiet_on_closed_pipe,
     registry_location,
     results,
 )
@@ -139,6 +140,7 @@ class RegistrySearch(Interface):
     def __call__(query=None, *, dataset=None, metadata=None,
                  order_by="last_update_dt", order_dir="desc", limit=None,
                  offset=0, stats=False, export=None):
+        quiet_on_closed_pipe()
         location = registry_location(dataset)
         common = dict(action=ACTION, logger=lgr, refds=str(location))
         if export:

@@ -203,6 +203,8 @@ def parse_json(text: str, relpath: str):
             f"{e.colno}: {e.msg}") from None
     except RecursionError:
         raise _nested_too_deeply(relpath) from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise MetadataFileError(f"invalid JSON in {relpath}: {e}") from None
     if nesting_depth(doc, MAX_NESTING) > MAX_NESTING:
         raise _nested_too_deeply(relpath)
     return doc
@@ -323,8 +325,11 @@ def parse_yaml(text: str, relpath: str):
     except yaml.YAMLError as e:
         raise _yaml_error(relpath, e) from None
     except RecursionError:
-        raise MetadataFileError(
-            f"invalid YAML in {relpath}: nested too deeply") from None
+        raise _nested_too_deeply(relpath) from None
+    except (ValueError, TypeError, OverflowError) as e:
+        # values YAML's constructors reject: 2024-13-45, !!int 'x', an
+        # integer of more than 4300 digits
+        raise MetadataFileError(f"invalid YAML in {relpath}: {e}") from None
     return to_jsonable(doc)
 
 

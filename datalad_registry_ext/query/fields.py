@@ -90,8 +90,11 @@ def _jsonb_key(item):
     key = item[0]
     if not isinstance(key, str):
         key = str(key)
-    raw = key.encode("utf-8", "surrogatepass")
-    return (len(raw), raw)
+    # comparing str is comparing their UTF-8 bytes (code point order is
+    # byte order in UTF-8); only the length must be counted in bytes
+    if key.isascii():
+        return (len(key), key)
+    return (len(key.encode("utf-8", "surrogatepass")), key)
 
 
 def jsonb_ordered(obj):
