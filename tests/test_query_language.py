@@ -1,8 +1,6 @@
 """The search query language: semantics, over hand-made and generated
 realistic records."""
 import json
-import marshal
-import pickle
 from pathlib import Path
 
 import pytest
@@ -544,36 +542,6 @@ def test_regex_fine_on_long_text():
     assert v.search('url:~"a+b$"') == [0]
 
 
-# -- state persistence -----------------------------------------------------------
-
-def test_state_roundtrip_marshal_pickle_json(view):
-    state = view.to_state()
-    queries = [q for q, _ in CASES]
-    expected = [view.search(q) for q in queries]
-    for dumps, loads in ((marshal.dumps, marshal.loads),
-                         (pickle.dumps, pickle.loads),
-                         (json.dumps, json.loads)):
-        restored = SearchView.from_state(loads(dumps(state)))
-        assert restored.records is None
-        assert [restored.search(q) for q in queries] == expected
-
-
-def test_from_state_with_records(view):
-    v = SearchView.from_state(view.to_state(), records=RECORDS)
-    assert v.search_records("haxby") == [RECORDS[0]]
-
-
-def test_from_state_rejects_foreign_data():
-    with pytest.raises(ValueError):
-        SearchView.from_state({"format": "something else"})
-
-
-def test_from_state_without_records_cannot_return_records(view):
-    v = SearchView.from_state(view.to_state())
-    with pytest.raises(ValueError):
-        v.search_records("haxby")
-
-
 def test_empty_view():
     v = SearchView([])
     assert v.search("haxby") == []
@@ -642,14 +610,6 @@ def test_generated_size_comparison(bench):
                 if (r.get("annexed_files_in_wt_size") or -1) > 10 ** 10]
     assert expected
     assert v.search("annexed_files_in_wt_size:>10GB") == expected
-
-
-def test_generated_state_roundtrip(bench):
-    recs, v = bench
-    restored = SearchView.from_state(marshal.loads(marshal.dumps(v.to_state())))
-    for q in ("haxby", 'metadata[bids_dataset]:""', "url:gin OR tags:v1",
-              "metadata[metalad_core].@graph.name:a"):
-        assert restored.search(q) == v.search(q)
 
 
 # -- the reference's examples stay valid ------------------------------------------

@@ -12,8 +12,10 @@ Public API::
     view = SearchView(records)      # precomputed, for repeated searches
     view.search(text)               # indices of matching records, in order
     view.search_records(text)       # the records themselves
-    state = view.to_state()         # builtins only; persist with marshal/json
-    view = SearchView.from_state(state, records=None)
+
+SearchView is the reference evaluator, in memory; searches of an index go
+through the SQLite engine (:mod:`datalad_registry_ext.engine`), whose tests
+compare its answers with SearchView's.
 """
 from .evaluate import REGEX_TIMEOUT, Predicate, RegexTimeout, SearchView, compile_query
 from .fields import DEFAULT_FIELDS, KNOWN_FIELDS, record_fields

@@ -86,41 +86,85 @@ def _esc(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def _walk(obj, path, i=0):
-    """Values at ``path`` under ``obj``; lists anywhere are flattened."""
-    while True:
-        if isinstance(obj, list):
-            for x in obj:
-                yield from _walk(x, path, i)
-            return
-        if i == len(path):
-            yield obj
-            return
-        if not isinstance(obj, dict):
-            return
-        try:
-            obj = obj[path[i]]
-        except KeyError:
-            return
-        i += 1
+def _walk(obj, path):
+    """Values at ``path`` under ``obj``; lists anywhere are flattened. No
+    recursion on the document's depth."""
+    stack = [(obj, 0)]
+    n = len(path)
+    while stack:
+        obj, i = stack.pop()
+        while True:
+            if isinstance(obj, list):
+                stack.extend((x, i) for x in reversed(obj))
+                break
+            if i == n:
+                yield obj
+                break
+            if not isinstance(obj, dict):
+                break
+            try:
+                obj = obj[path[i]]
+            except KeyError:
+                break
+            i += 1
 
 
 def _leaves(obj):
-    """Texts of the scalars in ``obj`` (recursively)."""
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _leaves(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _leaves(v)
-    else:
-        yield F.leaf_text(obj)
+    """Texts of the scalars in ``obj``, in document order, without
+    recursion."""
+    stack = [obj]
+    leaf_text = F.leaf_text
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            stack.extend(reversed(list(obj.values())))
+        elif isinstance(obj, list):
+            stack.extend(reversed(obj))
+        else:
+            yield leaf_text(obj)
 
 
 def _value_text(obj):
     if isinstance(obj, str):
         return obj
     return json.dumps(obj, ensure_ascii=False)
+
+
+def json_needles(t: Term) -> list[str]:
+    """Texts the (lowercased) JSON text of a document must contain for the
+    JSON term ``t`` to match it: a cheap test before parsing."""
+    needles = ['"' + _esc(seg.lower()) + '"' for seg in t.path]
+    v = t.value.lower()
+    if t.op in ("contains", "eq") and v:
+        needles.append(_esc(v))
+    return needles
+
+
+def json_test(t: Term, branch_names: bool = False):
+    """The test of a term that looks inside JSON (a path, or := / :~ on
+    leaf values) on one parsed document. ``branch_names``: the document is
+    a ``branches`` object, whose keys (branch names) count as values."""
+    path = tuple(seg.lower() for seg in t.path)
+    v = t.value.lower()
+    if t.op == "contains":
+        def test(obj):
+            return any(v in _value_text(x) for x in _walk(obj, path))
+    elif t.op == "eq":
+        def test(obj):
+            if branch_names and isinstance(obj, dict) and v in obj:
+                return True
+            return any(leaf == v for x in _walk(obj, path)
+                       for leaf in _leaves(x))
+    else:
+        rx = re.compile(t.value, re.IGNORECASE)
+
+        def test(obj):
+            if branch_names and isinstance(obj, dict) and any(
+                    rx.search(k) for k in obj):
+                return True
+            return any(rx.search(leaf) for x in _walk(obj, path)
+                       for leaf in _leaves(x))
+    return test
 
 
 _CMP = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt,
@@ -175,12 +219,9 @@ class SearchView:
     column-wise. ``view.search(text)`` then parses the query and returns the
     indices of the matching records, in input order.
 
-    Persisting: :meth:`to_state` returns the precomputed data as builtins
-    only (dicts, lists, str, int, float), which ``marshal``, ``pickle`` or
-    ``json`` can store; :meth:`from_state` rebuilds a view from it without
-    touching the records. Searching works from the state alone; ``records``
-    are only needed by :meth:`search_records` (and ``view.records`` is None
-    without them). A state must be rebuilt when the records change.
+    This is the reference semantics of the query language, in memory: the
+    search engine of an index (:mod:`datalad_registry_ext.engine`) is tested
+    against it.
 
     ``cache_size`` bounds the number of leaf results (index sets of single
     terms) kept between searches (0: no caching). ``regex_timeout`` bounds
@@ -210,16 +251,6 @@ class SearchView:
                              f"of {self.n}")
 
     # -- construction -------------------------------------------------------
-
-    @classmethod
-    def from_state(cls, state, records=None, **kwargs) -> "SearchView":
-        """A view from :meth:`to_state`'s output (and optionally the records
-        it was built from, in the same order)."""
-        return cls(records, _state=state, **kwargs)
-
-    def to_state(self) -> dict:
-        """The precomputed search data, as builtins (see the class doc)."""
-        return self._state
 
     @property
     def records(self):
@@ -423,30 +454,9 @@ class SearchView:
 
     def _json(self, t: Term, cols, dom, branch_names=False):
         """Terms that look inside JSON: paths, and := / :~ on leaf values."""
-        path = tuple(seg.lower() for seg in t.path)
-        needles = ['"' + _esc(seg) + '"' for seg in path]
+        needles = json_needles(t)
         op = t.op
-        v = t.value.lower()
-        if op in ("contains", "eq") and v:
-            needles.append(_esc(v))
-        if op == "contains":
-            def test(obj):
-                return any(v in _value_text(x) for x in _walk(obj, path))
-        elif op == "eq":
-            def test(obj):
-                if branch_names and isinstance(obj, dict) and v in obj:
-                    return True
-                return any(leaf == v for x in _walk(obj, path)
-                           for leaf in _leaves(x))
-        else:
-            rx = re.compile(t.value, re.IGNORECASE)
-
-            def test(obj):
-                if branch_names and isinstance(obj, dict) and any(
-                        rx.search(k) for k in obj):
-                    return True
-                return any(rx.search(leaf) for x in _walk(obj, path)
-                           for leaf in _leaves(x))
+        test = json_test(t, branch_names)
         loads = json.loads
         out = set()
 

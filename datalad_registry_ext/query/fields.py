@@ -101,19 +101,30 @@ def jsonb_ordered(obj):
     """A copy of ``obj`` with object keys in PostgreSQL jsonb order.
 
     jsonb stores object keys sorted by length (of their UTF-8 bytes) first
-    and bytewise second, and renders them in that order.
+    and bytewise second, and renders them in that order. No recursion on
+    the document's depth: any document an index holds can be rendered.
     """
-    if isinstance(obj, dict):
-        if len(obj) > 1:
-            items = sorted(obj.items(), key=_jsonb_key)
+    if not isinstance(obj, (dict, list)):
+        return obj
+    root = [None]
+    stack = [(obj, root, 0)]
+    while stack:
+        src, parent, key = stack.pop()
+        if isinstance(src, dict):
+            items = (sorted(src.items(), key=_jsonb_key) if len(src) > 1
+                     else src.items())
+            dst = {}
+            for k, v in items:
+                dst[k] = v  # a container is replaced below, keeping the order
+                if isinstance(v, (dict, list)):
+                    stack.append((v, dst, k))
         else:
-            items = obj.items()
-        return {k: jsonb_ordered(v) if isinstance(v, (dict, list)) else v
-                for k, v in items}
-    if isinstance(obj, list):
-        return [jsonb_ordered(v) if isinstance(v, (dict, list)) else v
-                for v in obj]
-    return obj
+            dst = list(src)
+            for i, v in enumerate(src):
+                if isinstance(v, (dict, list)):
+                    stack.append((v, dst, i))
+        parent[key] = dst
+    return root[0]
 
 
 def jsonb_text(obj) -> str:
