@@ -747,7 +747,10 @@ class Builder:
                 raise TypeError(f"not a dict but {type(record).__name__}")
             rows = _record_rows(self._stored, record, problems)
             keys = _order_values(record)
-        except Exception as e:
+        # what odd values and shapes can raise; a programming error (a
+        # NameError, say) must not pass for a bad record
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError,
+                RecursionError, OverflowError) as e:
             self.problems.append((pos, url, f"skipped: {type(e).__name__}: "
                                             f"{e}"[:300]))
             lgr.warning("record %s (%s) not added to the search database: %s",

@@ -3,6 +3,8 @@
 - the default registry superdataset: ``<user data dir>/registry``
 - the index of a registry:            ``<user cache dir>/index/<key>/``
 - the clone cache:                    ``<user cache dir>/clones/<key>/<path>``
+- the lock taken while a registry is created (its own lock lives in its
+  ``.git``, which does not exist yet): ``<user cache dir>/index/<key>/create.lock``
 
 ``<key>`` is derived from the registry's absolute path, so that every
 registry has its own index and clones and two registries never mix.
@@ -44,3 +46,9 @@ def index_dir(registry_path: Path | str) -> Path:
 
 def clone_cache_dir(registry_path: Path | str) -> Path:
     return user_cache_dir() / "clones" / registry_key(registry_path)
+
+
+def creation_lock_path(registry_path: Path | str) -> Path:
+    """The lock file that serialises creating the registry at
+    ``registry_path`` (one per registry, outside the registry itself)."""
+    return index_dir(registry_path) / "create.lock"

@@ -31,6 +31,10 @@ from datalad_registry_ext.clones import clone_location, clone_or_update
 from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import local_index
 from datalad_registry_ext.index_sync import own_records, reconcile_index
+from datalad_registry_ext.query.parser import (
+    EXTRACTOR_ALIASES,
+    canonical_extractor,
+)
 from datalad_registry_ext.records import canonical_url, now_iso
 
 # the index entry of one extractor's metadata (upstream's URLMetadata + time)
@@ -41,30 +45,86 @@ ENTRY_KEYS = ("extractor_name", "extractor_version", "extraction_parameter",
 
 def configured_extractors() -> list[str]:
     """``datalad.registry.extractors``: names separated by spaces or commas
-    (or the item given several times)."""
+    (or the item given several times); short names (``bids``, ``core``, ...,
+    see ``EXTRACTOR_ALIASES``) become full names."""
     value = cfg.get(config.EXTRACTORS, get_all=True)
     if value is None:
         return list(config.DEFAULT_EXTRACTORS)
     values = value if isinstance(value, tuple) else (value,)
-    names = []
-    for v in values:
-        names += [n for n in re.split(r"[\s,]+", str(v)) if n]
-    return list(dict.fromkeys(names))
+    return canonical_extractors(values)
 
 
-def select_records(registry: Path, datasets: list[str] | None
+def canonical_extractors(names) -> list[str]:
+    """Extractor names (a string of names separated by spaces or commas, or
+    a list of such strings) as a list of full names without repeats."""
+    if isinstance(names, str):
+        names = [names]
+    out = []
+    for v in names or ():
+        out += [canonical_extractor(n) for n in re.split(r"[\s,]+", str(v))
+                if n]
+    return list(dict.fromkeys(out))
+
+
+def is_unknown_extractor(name: str) -> bool:
+    """No installed package provides an extractor of that (full) name. An
+    extractor that is installed but fails to load is not unknown: that is a
+    failure to record."""
+    try:
+        return extraction.resolve_extractor(name) is None
+    except Exception:
+        return False
+
+
+def known_extractors_text() -> str:
+    """The known extractor names, for messages: the defaults with their
+    short names."""
+    short = {}
+    for alias, full in EXTRACTOR_ALIASES.items():
+        short.setdefault(full, []).append(alias)
+    return ", ".join(
+        n + (f" ({'/'.join(short[n])})" if n in short else "")
+        for n in config.DEFAULT_EXTRACTORS)
+
+
+def unknown_extractor_message(name: str) -> str:
+    provider = extraction.provider_of(name)
+    hint = (f"install {provider}" if provider else
+            "no known package provides an extractor of that name")
+    return (f"extractor '{name}' is not installed ({hint}); nothing was "
+            f"extracted or recorded for it. Known extractors: "
+            f"{known_extractors_text()}, or any other installed metalad "
+            f"extractor")
+
+
+def split_unknown(names) -> tuple[list[str], list[str]]:
+    """``(known, unknown)`` full names of ``names``."""
+    names = canonical_extractors(names)
+    unknown = [n for n in names if is_unknown_extractor(n)]
+    return [n for n in names if n not in unknown], unknown
+
+
+def _refusal(registry: Path, name: str) -> dict:
+    return {"action": ACTION, "path": str(registry), "type": "dataset",
+            "status": "impossible", "extractor": name, "url": None,
+            "registry_path": None, "metadata": None,
+            "message": unknown_extractor_message(name)}
+
+
+def select_records(registry: Path, datasets: list[str] | None, *,
+                   force: bool = False
                    ) -> tuple[list[dict], list[tuple[str, str]]]:
     """The registry's own records that DATASET arguments name.
 
     Each argument is a registered URL, a local path, or a DataLad dataset id
     (all records with that id). Without arguments: every record whose
-    metadata is missing or older than its current HEAD. Returns
-    ``(records, [(argument, problem), ...])``.
+    metadata is missing or older than its current HEAD (with ``force``:
+    every record). Returns ``(records, [(argument, problem), ...])``.
     """
     reconcile_index(registry)
     records = own_records(registry)
     if not datasets:
-        return [r for r in records if _stale(r)], []
+        return [r for r in records if force or _stale(r)], []
     by_key = {canonical_url(r["url"]): r for r in records}
     chosen, problems = {}, []
     for arg in datasets:
@@ -107,8 +167,19 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
     An outcome is shaped like a result record (``action``, ``path``,
     ``type``, ``status``, ``message``) with ``url``, ``registry_path``,
     ``extractor`` and ``metadata`` (the stored index entry).
+
+    Short names become full names. An extractor no installed package
+    provides is refused once (one ``impossible`` outcome, before any record
+    is touched); nothing is extracted or recorded for it. With ``force``,
+    failures recorded earlier for such an extractor (or under a short name)
+    are dropped from the records extracted.
     """
     registry = Path(registry)
+    extractors, unknown = split_unknown(extractors)
+    for name in unknown:
+        yield _refusal(registry, name)
+    if not extractors:
+        return
     clones, missing = {}, []
     for rec in records:
         path = clone_location(registry, canonical_url(rec["url"]))
@@ -150,6 +221,14 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
         entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
         failures = dict(rec.get("extraction_failures") or {})
         changed = False
+        if force:
+            # failures recorded under a short name or for an extractor that
+            # is not installed (before such names were refused) can never
+            # be cleared by a success: --force drops them
+            for name in list(failures):
+                if name in EXTRACTOR_ALIASES or is_unknown_extractor(name):
+                    failures.pop(name)
+                    changed = True
         clone = str(clones[rec["url"]])
         for o in per_extractor:
             o = dict(o, url=rec["url"], registry_path=rec.get("registry_path"))
@@ -230,7 +309,14 @@ def extract_registered(registry: Path, datasets: list[str] | None,
                "message": f"there is no registry at {registry} "
                           "(registry-submit creates one)"}
         return
-    records, problems = select_records(registry, datasets)
+    # refuse unknown extractor names before touching any record
+    extractors, unknown = split_unknown(
+        extractors if extractors else configured_extractors())
+    for name in unknown:
+        yield _refusal(registry, name)
+    if not extractors:
+        return
+    records, problems = select_records(registry, datasets, force=force)
     for arg, problem in problems:
         yield {"action": ACTION, "path": str(registry), "type": "dataset",
                "status": "impossible", "url": arg, "message": problem}
@@ -241,8 +327,7 @@ def extract_registered(registry: Path, datasets: list[str] | None,
                    "message": "all registered datasets have metadata for "
                               "their current HEAD"}
         return
-    yield from extract(registry, records,
-                       extractors or configured_extractors(), force=force,
+    yield from extract(registry, records, extractors, force=force,
                        jobs=jobs, progress=progress)
 
 

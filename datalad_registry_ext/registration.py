@@ -50,7 +50,11 @@ from datalad_registry_ext.records import (
     scrub,
     strip_credentials,
 )
-from datalad_registry_ext.url_lists import UrlListError, read_url_list
+from datalad_registry_ext.url_lists import (
+    UNSUPPORTED_SERVICES,
+    UrlListError,
+    read_url_list,
+)
 
 lgr = logging.getLogger("datalad.registry_ext.registration")
 
@@ -98,6 +102,9 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
             canonical_url(url)
         except ValueError as e:  # urlsplit: e.g. "Invalid IPv6 URL"
             raise InputError(f"{scrub(item)} is not a valid URL ({e})") from e
+        if _is_osf(url):
+            # as --from datalad-repos.json reports its OSF entries; no network
+            raise InputError(f"{scrub(item)}: {UNSUPPORTED_SERVICES['osf']}")
         return Candidate(item, item, _trim(url))
     if _SCP_LIKE.match(item) and not os.path.exists(item):
         return Candidate(item, item, _trim(strip_credentials(item)))
@@ -111,6 +118,17 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
     if problem:
         raise InputError(problem)
     return Candidate(item, str(path), _trim(str(path)))
+
+
+def _is_osf(url: str) -> bool:
+    """Whether ``url`` points at the Open Science Framework (osf.io), whose
+    projects are not git repositories."""
+    from urllib.parse import urlsplit
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    return host == "osf.io" or host.endswith(".osf.io")
 
 
 def _trim(url: str) -> str:

@@ -27,10 +27,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.errors import RegistryExtError, storage_error
 from datalad_registry_ext.files import atomic_write
 from datalad_registry_ext.files import locked as file_locked
 from datalad_registry_ext.gitcmd import RepositoryError, git, read_gitmodules
+from datalad_registry_ext.locations import creation_lock_path
 from datalad_registry_ext.records import NOT_COMMITTED, canonical_url, fit_component
 
 RECORDS_FILE = ".datalad/registry/records.jsonl"
@@ -44,25 +45,76 @@ class RegistryError(RegistryExtError):
 # -- locating and creating ---------------------------------------------------------
 
 def ensure_registry(path: Path | str) -> Path:
-    """Return the registry at ``path``, creating it if nothing is there."""
+    """Return the registry at ``path``, creating it if nothing is there.
+
+    Creating happens under a lock of its own (in the user cache dir, keyed
+    by the registry's path: the registry's lock lives in its ``.git``, which
+    does not exist yet), and inside the lock it is checked again whether
+    another process created the registry meanwhile, so two commands that
+    both find no registry do not both try to create it.
+    """
     path = Path(path).absolute()
+    if is_registry(path):
+        return path
+    with file_locked(creation_lock_path(path),
+                     what=f"the new registry {path}"):
+        _check_location(path)
+        if is_registry(path):
+            return path  # another process created it while we waited
+        from datalad.api import create  # heavy: only when creating
+        try:
+            create(path=str(path), annex=False, result_renderer="disabled",
+                   on_failure="stop")
+        except Exception as e:  # datalad raises several kinds
+            raise RegistryError(
+                f"cannot create a registry at {path}: "
+                f"{_short_reason(e)}") from e
+        if not is_registry(path):
+            raise RegistryError(f"cannot create a registry at {path}")
+    return path
+
+
+def _check_location(path: Path) -> None:
+    """Refuse a location that holds something other than a registry."""
     if (path / ".git").exists():
         if not (path / ".datalad" / "config").exists():
             raise RegistryError(
                 f"{path} is a git repository but not a DataLad dataset; "
                 "choose another registry location with -d or "
                 "datalad.registry.dataset")
-        return path
-    if path.exists() and any(path.iterdir()):
+        return
+    try:
+        occupied = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    except OSError as e:
+        raise storage_error(e, path, "read") from e
+    if occupied:
         raise RegistryError(
             f"{path} exists and is not a dataset; choose another registry "
             "location with -d or datalad.registry.dataset")
-    from datalad.api import create  # heavy: only when creating
-    try:
-        create(path=str(path), annex=False, result_renderer="disabled")
-    except Exception as e:  # datalad raises several kinds
-        raise RegistryError(f"cannot create a registry at {path}: {e}") from e
-    return path
+
+
+def _message_text(message) -> str:
+    """A result record's message: a string, or a (format, *args) tuple."""
+    if isinstance(message, (tuple, list)) and message:
+        try:
+            return str(message[0]) % tuple(message[1:])
+        except (TypeError, ValueError):
+            return " ".join(str(m) for m in message)
+    return str(message or "")
+
+
+def _short_reason(e: BaseException) -> str:
+    """The first line of DataLad's message (its IncompleteResultsError
+    carries whole result records)."""
+    failed = getattr(e, "failed", None)
+    if failed:
+        messages = [_message_text(r.get("message")) for r in failed
+                    if isinstance(r, dict)]
+        text = "; ".join(m for m in messages if m)
+        if text:
+            return text
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def is_registry(path: Path | str) -> bool:

@@ -318,6 +318,16 @@ def sync(location: Path, source: str | None = None) -> Iterator[dict]:
         return
     base = {"action": ACTION, "path": str(path), "type": "file",
             "source": str(path)}
+    if path.is_file():
+        # -d promises a registry "created on first use"; a missing or
+        # unreadable file is reported by the import and creates nothing
+        from datalad_registry_ext.registry import ensure_registry
+        try:
+            ensure_registry(location)
+        except RegistryExtError as e:
+            yield {"action": ACTION, "path": str(location), "type": "dataset",
+                   "source": str(path), "status": e.status, "message": str(e)}
+            return
     try:
         summary = import_jsonl(location, path)
     except SourceError as e:
@@ -326,14 +336,19 @@ def sync(location: Path, source: str | None = None) -> Iterator[dict]:
     for line, problem in summary.problems:
         yield dict(base, status="error", line=line,
                    message=f"{path} line {line}: {problem} (skipped)")
+
     yield dict(
         base, status="ok", imported=summary.imported, added=summary.added,
         updated=summary.updated, removed=summary.removed,
         unchanged=summary.unchanged, skipped=len(summary.problems),
-        message=(f"imported {summary.imported} records from {path} "
+        message=(f"imported {_count(summary.imported, 'record')} from {path} "
                  f"({summary.added} new, {summary.updated} updated, "
-                 f"{summary.removed} removed, {len(summary.problems)} lines "
-                 "skipped)"))
+                 f"{summary.removed} removed, "
+                 f"{_count(len(summary.problems), 'line')} skipped)"))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else word + 's'}"
 
 
 def _source_path(source: str) -> Path | None:
@@ -355,4 +370,5 @@ def _rebuild(location: Path) -> Iterator[dict]:
         return
     n = rebuild_index(location)
     yield dict(base, status="ok", source=LOCAL_SOURCE, records=n,
-               message=f"rebuilt the index of {location}: {n} records")
+               message=f"rebuilt the index of {location}: "
+                       f"{_count(n, 'record')}")

@@ -339,7 +339,7 @@ CASES = [
     ("annexed_files_in_wt_size:<1.5kB", "E"),
     ("annexed_files_in_wt_size:=1500", "B"),
     ("annexed_files_in_wt_size:> 11.5GB", "A"),
-    ("annexed_files_in_wt_size:>11.5 GB", ""),   # "GB" is a second term
+    ("annexed_files_in_wt_size:>11.5 GB", "A"),   # the unit after a space
     ('annexed_files_in_wt_size:>"11.5 GB"', "A"),
     ("git_objects_kb:>=1GiB", "F"),
     ("git_objects_kb:>1GiB", ""),

@@ -139,5 +139,5 @@ def test_cli(tmp_path):
     proc = subprocess.run(["datalad", "registry-sync", "-d", str(tmp_path / "r"),
                            str(src)], capture_output=True, text=True)
     assert proc.returncode == 1  # a line was bad
-    assert "line 2" in proc.stdout and "imported 1 records" in proc.stdout
+    assert "line 2" in proc.stdout and "imported 1 record from" in proc.stdout
     assert "Traceback" not in proc.stderr

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from datalad import cfg
-from datalad.distribution.dataset import EnsureDataset
 from datalad.interface.results import get_status_dict
 from datalad.log import log_progress
-from datalad.support.constraints import EnsureNone
+from datalad.support.constraints import Constraint
 from datalad.support.exceptions import CapturedException
 from datalad.support.param import Parameter
 
@@ -25,10 +24,40 @@ from datalad_registry_ext.records import scrub
 dataset_param = Parameter(
     args=("-d", "--dataset"),
     metavar="REGISTRY",
-    doc="""the registry superdataset to work with. Default: the value of
-    the configuration item ``datalad.registry.dataset``, else a registry in
-    the user data directory, created on first use.""",
-    constraints=EnsureDataset() | EnsureNone())
+    doc="""the registry superdataset to work with (its path), created on
+    first use. Default: the value of the configuration item
+    ``datalad.registry.dataset``, else a registry in the user data
+    directory.""")
+
+
+class EnsureCount(Constraint):
+    """A whole number of at least ``min`` (or nothing, if ``allow_none``);
+    its help reads as a sentence, unlike ``EnsureInt() & EnsureRange()``."""
+
+    def __init__(self, min: int = 0, *, allow_none: bool = False):
+        self.min = min
+        self.allow_none = allow_none
+
+    def __call__(self, value):
+        if value is None and self.allow_none:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a whole number")
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if isinstance(value, float) and value != n:
+            raise ValueError(f"{value!r} is not a whole number")
+        if n < self.min:
+            raise ValueError(f"{n} is less than {self.min}")
+        return n
+
+    def short_description(self):
+        return f"a whole number, {self.min} or more"
+
+    def long_description(self):
+        return f"value must be a whole number, {self.min} or more"
 
 
 def registry_location(dataset) -> Path:

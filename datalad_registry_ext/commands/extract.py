@@ -8,12 +8,12 @@ from collections import Counter
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.interface.utils import generic_result_renderer
-from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 from datalad.ui import ui
 
 from datalad_registry_ext import metadata
 from datalad_registry_ext.commands._common import (
+    EnsureCount,
     dataset_param,
     progress_bars,
     registry_location,
@@ -47,7 +47,9 @@ class RegistryExtract(Interface):
     current HEAD is not extracted again unless ``--force`` is given. A
     failing extractor never stops the others; its failure is recorded on the
     index record (``extraction_failures``) and nothing extracted before is
-    lost.
+    lost. The next success of that extractor clears the failure
+    (``--force`` runs it again). An extractor name no installed package
+    provides is refused up front, with the known names.
     """
 
     _params_ = dict(
@@ -59,25 +61,34 @@ class RegistryExtract(Interface):
             doc="""registered datasets to extract metadata from: a registered
             URL, a local path, or a DataLad dataset id (every registered URL
             with that id). Default: every registered dataset whose metadata
-            is missing or older than its current HEAD.""",
-            constraints=EnsureStr() | EnsureNone()),
+            is missing or older than its current HEAD (with ``--force``:
+            every registered dataset)."""),
         extractor=Parameter(
             args=("-e", "--extractor"),
             metavar="NAME",
             action="append",
             doc="""run this extractor (repeat the option for several)
-            instead of those configured in ``datalad.registry.extractors``.""",
-            constraints=EnsureStr() | EnsureNone()),
+            instead of those configured in ``datalad.registry.extractors``.
+            Short names are accepted: ``core`` (``metalad_core``), ``smm``
+            or ``studyminimeta`` (``metalad_studyminimeta``), ``bids``
+            (``bids_dataset``), ``gin`` or ``datacite`` (``datacite_gin``),
+            ``rfc822`` (``datalad_rfc822``), ``frictionless``
+            (``frictionless_datapackage``). A name no installed package
+            provides is refused with one ``impossible`` result before any
+            dataset is touched; nothing is extracted or recorded for it."""),
         force=Parameter(
             args=("--force",),
             action="store_true",
             doc="""extract again even if metadata for the current HEAD is
-            there already."""),
+            there already; without DATASET arguments, every registered
+            dataset. A success clears the extractor's recorded failure;
+            failures recorded for extractors that are not installed (or
+            under a short name) are dropped."""),
         jobs=Parameter(
             args=("-J", "--jobs"),
             metavar="N",
             doc="""how many datasets to work on at once.""",
-            constraints=EnsureInt() | EnsureNone()),
+            constraints=EnsureCount(1, allow_none=True)),
     )
 
     _examples_ = [
@@ -89,6 +100,11 @@ class RegistryExtract(Interface):
                      "ds000001'], extractor=['bids_dataset'], force=True)",
              code_cmd="datalad registry-extract -e bids_dataset --force "
                       "https://github.com/OpenNeuroDatasets/ds000001"),
+        dict(text="Run the BIDS extractor (short name: bids) on every "
+                  "registered dataset again; where it succeeds, its "
+                  "recorded failure is cleared",
+             code_py="registry_extract(extractor=['bids'], force=True)",
+             code_cmd="datalad registry-extract -e bids --force"),
         dict(text="Show the aggregated metadata of the whole registry",
              code_cmd="datalad meta-dump -d REGISTRY -r"),
     ]

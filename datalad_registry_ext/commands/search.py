@@ -11,18 +11,13 @@ from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.interface.results import get_status_dict
 from datalad.interface.utils import generic_result_renderer
-from datalad.support.constraints import (
-    EnsureChoice,
-    EnsureInt,
-    EnsureNone,
-    EnsureRange,
-    EnsureStr,
-)
+from datalad.support.constraints import EnsureChoice, EnsureNone
 from datalad.support.param import Parameter
 from datalad.ui import ui
 
 from datalad_registry_ext import search
 from datalad_registry_ext.commands._common import (
+    EnsureCount,
     dataset_param,
     error_result,
     human_size,
@@ -68,8 +63,7 @@ class RegistrySearch(Interface):
             metavar="QUERY",
             nargs="?",
             doc="""the query. Quote it for the shell:
-            ``'metadata[bids_dataset]:"" AND NOT url:openneuro'``.""",
-            constraints=EnsureStr() | EnsureNone()),
+            ``'metadata[bids_dataset]:"" AND NOT url:openneuro'``."""),
         metadata=Parameter(
             args=("--metadata",),
             doc="""include the records' metadata: ``reference`` lists the
@@ -90,12 +84,12 @@ class RegistrySearch(Interface):
             args=("--limit",),
             metavar="N",
             doc="""report at most N records.""",
-            constraints=EnsureInt() & EnsureRange(min=0) | EnsureNone()),
+            constraints=EnsureCount(0, allow_none=True)),
         offset=Parameter(
             args=("--offset",),
             metavar="N",
             doc="""skip the first N records (for paging).""",
-            constraints=EnsureInt() & EnsureRange(min=0)),
+            constraints=EnsureCount(0)),
         stats=Parameter(
             args=("--stats",),
             action="store_true",
@@ -108,8 +102,7 @@ class RegistrySearch(Interface):
             doc="""write the matching records, with metadata content, to
             FILE as JSON Lines (gzip-compressed if FILE ends in ``.gz``)
             instead of reporting them; ``registry-sync FILE`` imports it
-            again.""",
-            constraints=EnsureStr() | EnsureNone()),
+            again."""),
     )
 
     _examples_ = [

@@ -8,12 +8,12 @@ from collections import Counter
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.interface.utils import generic_result_renderer
-from datalad.support.constraints import EnsureInt, EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 from datalad.ui import ui
 
 from datalad_registry_ext import registration
 from datalad_registry_ext.commands._common import (
+    EnsureCount,
     dataset_param,
     human_size,
     progress_bars,
@@ -56,8 +56,7 @@ class RegistrySubmit(Interface):
             metavar="URL_OR_PATH",
             nargs="*",
             doc="""repositories to register: local paths, or ``file://``,
-            ``http(s)://``, ``ssh://`` and ``git@host:path`` URLs.""",
-            constraints=EnsureStr() | EnsureNone()),
+            ``http(s)://``, ``ssh://`` and ``git@host:path`` URLs."""),
         from_file=Parameter(
             args=("--from",),
             dest="from_file",
@@ -65,13 +64,12 @@ class RegistrySubmit(Interface):
             doc="""read repositories from FILE: one URL or path per line, or
             DataLad's usage-dashboard ``datalad-repos.json`` (active
             repositories on GitHub, GIN, hub.datalad.org and ATRIS; OSF
-            entries are reported as not supported).""",
-            constraints=EnsureStr() | EnsureNone()),
+            entries are reported as not supported)."""),
         jobs=Parameter(
             args=("-J", "--jobs"),
             metavar="N",
             doc="""how many repositories to clone and examine at once.""",
-            constraints=EnsureInt() | EnsureNone()),
+            constraints=EnsureCount(1, allow_none=True)),
         extract=Parameter(
             args=("--no-extract",),
             dest="extract",

@@ -7,7 +7,6 @@ import os
 from datalad.distribution.dataset import datasetmethod
 from datalad.interface.base import Interface, build_doc, eval_results
 from datalad.interface.utils import generic_result_renderer
-from datalad.support.constraints import EnsureNone, EnsureStr
 from datalad.support.param import Parameter
 from datalad.ui import ui
 
@@ -49,8 +48,7 @@ class RegistrySync(Interface):
             metavar="SOURCE",
             nargs="?",
             doc="""where to sync from: a JSON Lines file (``.jsonl`` or
-            ``.jsonl.gz``). Omit it to rebuild the registry's own records.""",
-            constraints=EnsureStr() | EnsureNone()),
+            ``.jsonl.gz``). Omit it to rebuild the registry's own records."""),
     )
 
     _examples_ = [

@@ -27,7 +27,7 @@ from datalad_registry_ext.errors import RegistryExtError
 from . import fields as F
 
 __all__ = ["QueryError", "Term", "And", "Or", "Not", "MatchAll", "parse",
-           "OPERATORS"]
+           "OPERATORS", "EXTRACTOR_ALIASES", "canonical_extractor"]
 
 
 # -- errors ----------------------------------------------------------------------
@@ -115,6 +115,29 @@ class Not:
 @dataclass(frozen=True)
 class MatchAll:
     pass
+
+
+# -- extractor names -------------------------------------------------------------------
+
+#: Short extractor names (as the results table used to show them) -> the
+#: full names extractors are stored under. Accepted wherever a full name is:
+#: ``registry-extract -e``, ``datalad.registry.extractors`` and the query
+#: language's ``metadata[...]`` (unquoted).
+EXTRACTOR_ALIASES = {
+    "core": "metalad_core",
+    "smm": "metalad_studyminimeta",
+    "studyminimeta": "metalad_studyminimeta",
+    "bids": "bids_dataset",
+    "gin": "datacite_gin",
+    "datacite": "datacite_gin",
+    "rfc822": "datalad_rfc822",
+    "frictionless": "frictionless_datapackage",
+}
+
+
+def canonical_extractor(name: str) -> str:
+    """The full name of an extractor name or alias (other names as given)."""
+    return EXTRACTOR_ALIASES.get(name, name)
 
 
 # -- values ----------------------------------------------------------------------------
@@ -370,6 +393,69 @@ def _field_term(ref, op_tok, value_tok):
                 value_position=vpos)
 
 
+# the query being parsed, for the transformer (which lark shares between
+# threads)
+_current = threading.local()
+
+
+def _unit_word(item):
+    """The unit a bare (unquoted) word that is exactly a size unit names."""
+    text = getattr(_current, "text", None)
+    if (isinstance(item, Term) and item.field is None and text is not None
+            and item.value.lower() in _UNITS
+            and text.startswith(item.value, item.position)):
+        return item.value
+    return None
+
+
+def _unitless_size_term(item):
+    """Is ``item`` (or the term a NOT holds) a comparison or ``:=`` on a size
+    field with an unquoted, unitless number? Returns the term or None."""
+    text = getattr(_current, "text", None)
+    t = item.item if isinstance(item, Not) else item
+    if (not isinstance(t, Term) or text is None or t.field not in F.SIZE_FIELDS
+            or t.op not in COMPARISONS + ("eq",)
+            or not text.startswith(t.value, t.value_position)):
+        return None
+    m = _NUMBER.match(t.value)
+    if not m or m.group(2) or t.value != t.value.strip():
+        return None
+    return t
+
+
+def _merge_units(items):
+    """``size:>1 GB`` -> ``size:>"1 GB"``: a comparison (or ``:=``) on a size
+    field with a unitless number, followed in the same AND by a bare word
+    that is exactly a size unit, with only whitespace between (no ``AND``,
+    no parenthesis) is one comparison with that unit."""
+    text = getattr(_current, "text", None)
+    if text is None:
+        return items
+    out = list(items)
+    i = 0
+    while i < len(out) - 1:
+        t = _unitless_size_term(out[i])
+        unit = _unit_word(out[i + 1]) if t is not None else None
+        end = t.value_position + len(t.value) if t is not None else 0
+        if unit is not None and end < out[i + 1].position \
+                and not text[end:out[i + 1].position].strip():
+            value = f"{t.value} {unit}"
+            try:
+                operand = parse_number(value, t.field)
+            except (ValueError, OverflowError):
+                operand = None
+            if operand is not None:
+                merged = Term(value=value, field=t.field, op=t.op,
+                              extractors=t.extractors, path=t.path,
+                              operand=operand, position=t.position,
+                              value_position=t.value_position)
+                out[i:i + 2] = [Not(merged) if isinstance(out[i], Not)
+                                else merged]
+                continue
+        i += 1
+    return tuple(out)
+
+
 def _flatten(cls, items):
     out = []
     for it in items:
@@ -391,6 +477,9 @@ def _make_transformer():
             return _flatten(Or, items)
 
         def and_expr(self, *items):
+            items = _merge_units(items)
+            if len(items) == 1:
+                return items[0]
             return _flatten(And, items)
 
         def not_expr(self, item):
@@ -411,8 +500,12 @@ def _make_transformer():
             return (name, extractors, path)
 
         def extractors(self, *toks):
-            return tuple(unquote(str(t)) if t.type == "STRING" else str(t)
-                         for t in toks)
+            # unquoted short names are aliases of the full names; a quoted
+            # name is taken literally; unknown names stay (synced records
+            # may carry extractors that are not installed here)
+            names = (unquote(str(t)) if t.type == "STRING"
+                     else canonical_extractor(str(t)) for t in toks)
+            return tuple(dict.fromkeys(names))
 
         def path(self, *toks):
             return tuple(unquote(str(t)) if t.type == "STRING" else str(t)
@@ -593,7 +686,11 @@ def _parse_cached(text: str):
         if not text.strip():
             return MatchAll()
         try:
-            tree = _parser().parse(text)
+            _current.text = text
+            try:
+                tree = _parser().parse(text)
+            finally:
+                _current.text = None
             _check_depth(tree)
             return tree
         except VisitError as e:  # pragma: no cover - depends on lark mode
