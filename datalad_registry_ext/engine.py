@@ -473,10 +473,13 @@ _FTS_FILL = [
 ]
 
 
-def _record_rows(rid: int, record: dict, problems: list):
+def _record_rows(rid: int, record: dict, problems: list,
+                 full: str | None = None):
     """The rows (rec, txt, sub, md, doc) of ``record`` and whether it is a
-    py record (see the module doc). Raises if it cannot be stored at all."""
-    full = _dumps(record)
+    py record (see the module doc). ``full``: the record's JSON text, if the
+    caller has it already. Raises if it cannot be stored at all."""
+    if full is None:
+        full = _dumps(record)
     light = _dumps(light_record(record))
     url = record.get("url")
     try:
@@ -734,8 +737,9 @@ class Builder:
 
     # -- the API -----------------------------------------------------------------------
 
-    def add(self, record: dict) -> None:
-        """Add the next record (a dict in API v2 shape)."""
+    def add(self, record: dict, json_text: str | None = None) -> None:
+        """Add the next record (a dict in API v2 shape); ``json_text``: its
+        JSON text (UTF-8-encodable), when the caller has serialised it."""
         if self._done:
             raise EngineError("this builder is finished")
         pos = self._n
@@ -745,7 +749,7 @@ class Builder:
         try:
             if not isinstance(record, dict):
                 raise TypeError(f"not a dict but {type(record).__name__}")
-            rows = _record_rows(self._stored, record, problems)
+            rows = _record_rows(self._stored, record, problems, json_text)
             keys = _order_values(record)
         # what odd values and shapes can raise; a programming error (a
         # NameError, say) must not pass for a bad record

@@ -254,7 +254,7 @@ def _import(index: Index, path: Path, source: str, old: dict[str, str],
                     summary.unchanged += 1
                 else:
                     summary.updated += 1
-                builder.add(rec)
+                builder.add(rec, text)
                 yield text
 
         summary.imported = index.write_records(chosen(), dict(

@@ -14,6 +14,8 @@ under the failing position and what was expected.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import threading
 from dataclasses import dataclass, field as dc_field
@@ -23,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.locations import user_cache_dir
 
 from . import fields as F
 
@@ -514,16 +517,32 @@ def _make_transformer():
     return Build()
 
 
+def _grammar_cache(grammar: str) -> str | bool:
+    """Where lark keeps its analysis of the grammar between processes (a
+    command-line search would otherwise spend ~40 ms rebuilding it); False
+    when the user cache directory cannot be written."""
+    directory = user_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    if not os.access(directory, os.W_OK):
+        return False
+    digest = hashlib.sha256(grammar.encode("utf-8")).hexdigest()[:16]
+    return str(directory / f"query-grammar-{digest}.lark-cache")
+
+
 def _parser():
     global _lark
     if _lark is None:
         with _lark_lock:
             if _lark is None:
-                from lark import Lark
-                _lark = Lark(_GRAMMAR.read_text(encoding="utf-8"),
-                             parser="lalr", lexer="contextual",
+                from lark import Lark  # see _make_transformer
+                grammar = _GRAMMAR.read_text(encoding="utf-8")
+                _lark = Lark(grammar, parser="lalr", lexer="contextual",
                              transformer=_make_transformer(),
-                             maybe_placeholders=True)
+                             maybe_placeholders=True,
+                             cache=_grammar_cache(grammar))
     return _lark
 
 
