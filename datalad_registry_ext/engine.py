@@ -135,7 +135,6 @@ import operator
 import os
 import queue
 import re
-import signal
 import sqlite3
 import tempfile
 import threading
@@ -155,8 +154,10 @@ from datalad_registry_ext.query import (
 )
 from datalad_registry_ext.query import fields as F
 from datalad_registry_ext.query.evaluate import (
+    Alarm,
     json_needles,
     json_test,
+    time_budget,
 )
 from datalad_registry_ext.query.parser import (
     And, MatchAll, Not, Or, Term, _sre, _src,
@@ -1313,10 +1314,6 @@ class _Unencodable(Exception):
     pass
 
 
-class _Alarm(BaseException):
-    pass
-
-
 class _Budget:
     """The regular-expression time budget of one statement."""
     __slots__ = ("deadline", "fired", "term")
@@ -1325,6 +1322,9 @@ class _Budget:
         self.deadline = time.monotonic() + seconds
         self.fired = False
         self.term = term  # reported when the budget runs out
+
+    def fire(self) -> None:
+        self.fired = True
 
     def expired(self) -> bool:
         if not self.fired and time.monotonic() > self.deadline:
@@ -1389,39 +1389,6 @@ class _Conn:
 
     def _progress(self):
         return 1 if self.budget is not None and self.budget.expired() else 0
-
-
-@contextmanager
-def _alarm(budget: _Budget):
-    """In the main thread, also stop a single runaway regular-expression
-    match with SIGALRM (Python's ``re`` checks for signals); elsewhere the
-    deadline checks between rows must do."""
-    usable = (hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if usable:
-        try:
-            usable = signal.getitimer(signal.ITIMER_REAL)[0] == 0
-        except Exception:  # pragma: no cover
-            usable = False
-    if not usable:
-        yield
-        return
-
-    def handler(signum, frame):
-        budget.fired = True
-        raise _Alarm()
-
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL,
-                     max(budget.deadline - time.monotonic(), 1e-3))
-    try:
-        yield
-    finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM,
-                          old if old is not None else signal.SIG_DFL)
 
 
 # -- the engine -----------------------------------------------------------------------------
@@ -1634,11 +1601,12 @@ class Engine:
             conn.db.set_progress_handler(conn._progress, 10000)
         try:
             if budget is not None:
-                with _alarm(budget):
+                with time_budget(max(budget.deadline - time.monotonic(), 1e-3),
+                                 on_expiry=budget.fire):
                     yield
             else:
                 yield
-        except (sqlite3.OperationalError, _Alarm, _Timeout) as e:
+        except (sqlite3.OperationalError, Alarm, _Timeout) as e:
             if budget is not None and budget.expired():
                 term = conn.current or budget.term
                 # compiled queries are shared by equal trees, whose terms

@@ -40,17 +40,15 @@ class RegexTimeout(Exception):
         self.term = term
 
 
-class _Alarm(BaseException):
-    pass
-
-
-def _raise_alarm(signum, frame):
-    raise _Alarm()
+class Alarm(BaseException):
+    """Raised by :func:`time_budget` when the time is up (a BaseException,
+    so that no ``except Exception`` on the way swallows it)."""
 
 
 @contextmanager
-def _time_budget(seconds):
-    """Interrupt the body after ``seconds``, raising _Alarm.
+def time_budget(seconds, on_expiry=None):
+    """Interrupt the body after ``seconds``, raising :class:`Alarm` (after
+    calling ``on_expiry()``, if given).
 
     Python's ``re`` engine checks for signals while matching, so a SIGALRM
     timer can stop a runaway match. That is only possible in the main thread
@@ -69,7 +67,13 @@ def _time_budget(seconds):
     if not usable:
         yield
         return
-    old = signal.signal(signal.SIGALRM, _raise_alarm)
+
+    def handler(signum, frame):
+        if on_expiry is not None:
+            on_expiry()
+        raise Alarm()
+
+    old = signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
@@ -422,7 +426,7 @@ class SearchView:
         deadline = time.monotonic() + self.regex_timeout
         out = set()
         try:
-            with _time_budget(self.regex_timeout):
+            with time_budget(self.regex_timeout):
                 for k, (i, s) in enumerate(zip(*col)):
                     if dom is not None and i not in dom:
                         continue
@@ -430,7 +434,7 @@ class SearchView:
                         out.add(i)
                     if not k & 255 and time.monotonic() > deadline:
                         raise RegexTimeout(t)
-        except _Alarm:
+        except Alarm:
             raise RegexTimeout(t) from None
         return out
 
@@ -482,9 +486,9 @@ class SearchView:
 
         if op == "regex":
             try:
-                with _time_budget(self.regex_timeout):
+                with time_budget(self.regex_timeout):
                     scan()
-            except _Alarm:
+            except Alarm:
                 raise RegexTimeout(t) from None
         else:
             scan()
