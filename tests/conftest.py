@@ -104,3 +104,20 @@ def bench_records(bench_file):
     yield records
     assert json.dumps(records, sort_keys=True) == frozen, \
         "a test changed bench_records"
+
+
+@pytest.fixture
+def registry_with(tmp_path):
+    """A registry holding one dataset with BIDS and DataCite metadata,
+    extracted: ``(dataset, registry path)``. Function-scoped: tests change
+    both."""
+    from datalad.api import registry_submit
+
+    from .fixtures import DATASET_DESCRIPTION, call
+    ds = make_dataset(tmp_path / "ds", {
+        "dataset_description.json": json.dumps(DATASET_DESCRIPTION),
+        "datacite.yml": "title: First title\nauthors: []\n"}, to_git=True)
+    registry = tmp_path / "registry"
+    res = call(registry_submit, [ds.path], dataset=str(registry))
+    assert res[0]["status"] == "ok"
+    return ds, registry

@@ -274,3 +274,19 @@ FULL_FILES = {
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9)
     + "]\n" for i in range(8))
+
+
+def call(cmd, *args, **kw):
+    """A registry-* command through the Python API: its results as a list,
+    never raising for an error result."""
+    kw.setdefault("result_renderer", "disabled")
+    kw.setdefault("on_failure", "ignore")
+    kw.setdefault("return_type", "list")
+    return cmd(*args, **kw)
+
+
+def record(registry, url):
+    """The index record of ``url`` in a registry's own index."""
+    from datalad_registry_ext.index import local_index
+    (rec,) = [r for r in local_index(registry).records() if r["url"] == url]
+    return rec

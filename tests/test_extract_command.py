@@ -11,23 +11,13 @@ from datalad_registry_ext.index import local_index
 
 from .fixtures import (
     DATASET_DESCRIPTION,
+    call,
     make_dataset,
     make_git_repo,
+    record,
     run,
     set_user_dirs,
 )
-
-
-def call(cmd, *args, **kw):
-    kw.setdefault("result_renderer", "disabled")
-    kw.setdefault("on_failure", "ignore")
-    kw.setdefault("return_type", "list")
-    return cmd(*args, **kw)
-
-
-def record(registry, url):
-    (rec,) = [r for r in local_index(registry).records() if r["url"] == url]
-    return rec
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +118,6 @@ def test_search_finds_extracted_metadata(submitted):
         res = call(registry_search, 'metadata[bids_dataset]:"BIDSVersion\\": \\"1.6"',
                    dataset=str(submitted["registry"]))
         assert len(res) == 1
-
-
-@pytest.fixture
-def registry_with(tmp_path):
-    ds = make_dataset(tmp_path / "ds", {
-        "dataset_description.json": json.dumps(DATASET_DESCRIPTION),
-        "datacite.yml": "title: First title\nauthors: []\n"}, to_git=True)
-    registry = tmp_path / "registry"
-    res = call(registry_submit, [ds.path], dataset=str(registry))
-    assert res[0]["status"] == "ok"
-    return ds, registry
 
 
 def _extracted(res):

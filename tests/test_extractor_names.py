@@ -1,39 +1,13 @@
 """Extractor names: unknown names are refused before any record is touched,
 short names are aliases of the full ones, and recorded failures can be
 cleared. On real datasets and registries."""
-import json
-
-import pytest
-from datalad.api import registry_extract, registry_search, registry_submit
+from datalad.api import registry_extract, registry_search
 
 from datalad_registry_ext import metadata
 from datalad_registry_ext.config import DEFAULT_EXTRACTORS
 from datalad_registry_ext.index import local_index
 
-from .fixtures import DATASET_DESCRIPTION, make_dataset
-
-
-def call(cmd, *args, **kw):
-    kw.setdefault("result_renderer", "disabled")
-    kw.setdefault("on_failure", "ignore")
-    kw.setdefault("return_type", "list")
-    return cmd(*args, **kw)
-
-
-def record(registry, url):
-    (rec,) = [r for r in local_index(registry).records() if r["url"] == url]
-    return rec
-
-
-@pytest.fixture
-def registered(tmp_path):
-    ds = make_dataset(tmp_path / "ds", {
-        "dataset_description.json": json.dumps(DATASET_DESCRIPTION),
-        "datacite.yml": "title: A title\nauthors: []\n"}, to_git=True)
-    registry = tmp_path / "registry"
-    res = call(registry_submit, [ds.path], dataset=str(registry))
-    assert res[0]["status"] == "ok"
-    return ds, registry
+from .fixtures import call, record
 
 
 def _by_extractor(res):
@@ -41,8 +15,8 @@ def _by_extractor(res):
             if r["action"] == "registry_extract" and r.get("extractor")}
 
 
-def test_unknown_names_are_refused_before_touching_records(registered):
-    ds, registry = registered
+def test_unknown_names_are_refused_before_touching_records(registry_with):
+    ds, registry = registry_with
     index_file = local_index(registry).path
     before = index_file.read_bytes()
     res = call(registry_extract, [ds.path], dataset=str(registry),
@@ -59,8 +33,8 @@ def test_unknown_names_are_refused_before_touching_records(registered):
         record(registry, ds.path).get("extraction_failures") or {})
 
 
-def test_unknown_names_do_not_stop_known_ones(registered):
-    ds, registry = registered
+def test_unknown_names_do_not_stop_known_ones(registry_with):
+    ds, registry = registry_with
     res = call(registry_extract, [ds.path], dataset=str(registry),
                extractor=["no_such_extractor", "bids"], force=True)
     ex = _by_extractor(res)
@@ -72,8 +46,8 @@ def test_unknown_names_do_not_stop_known_ones(registered):
     assert not rec.get("extraction_failures")
 
 
-def test_short_names_run_the_full_extractors(registered):
-    ds, registry = registered
+def test_short_names_run_the_full_extractors(registry_with):
+    ds, registry = registry_with
     res = call(registry_extract, [ds.path], dataset=str(registry),
                extractor=["bids", "gin,core"], force=True)
     assert {n: r["status"] for n, r in _by_extractor(res).items()} == {
@@ -86,9 +60,9 @@ def test_short_names_run_the_full_extractors(registered):
     assert [r["url"] for r in found] == [ds.path]
 
 
-def test_configured_short_and_unknown_names(registered, monkeypatch):
+def test_configured_short_and_unknown_names(registry_with, monkeypatch):
     import datalad
-    ds, registry = registered
+    ds, registry = registry_with
     monkeypatch.setenv("DATALAD_REGISTRY_EXTRACTORS", "bids, smm not_one")
     datalad.cfg.reload(force=True)
     try:
@@ -106,9 +80,9 @@ def test_configured_short_and_unknown_names(registered, monkeypatch):
     assert not record(registry, ds.path).get("extraction_failures")
 
 
-def test_force_clears_a_failure_once_extraction_succeeds(registered,
+def test_force_clears_a_failure_once_extraction_succeeds(registry_with,
                                                           max_bytes_env):
-    ds, registry = registered
+    ds, registry = registry_with
     max_bytes_env(10)   # datacite.yml is larger: extraction fails
     res = call(registry_extract, [ds.path], dataset=str(registry),
                extractor=["datacite"], force=True)
@@ -128,10 +102,10 @@ def test_force_clears_a_failure_once_extraction_succeeds(registered,
                 dataset=str(registry)) == []
 
 
-def test_force_drops_failures_recorded_under_unusable_names(registered):
+def test_force_drops_failures_recorded_under_unusable_names(registry_with):
     """Records written before unknown names were refused may carry failures
     for them (e.g. ``-e bids``); --force drops those."""
-    ds, registry = registered
+    ds, registry = registry_with
     index = local_index(registry)
     with index.transaction() as txn:
         rec = txn.get(ds.path)

@@ -43,6 +43,7 @@ from datalad_registry_ext.records import FIELDS, ORDER_KEYS
 from .fixtures import (
     ALIAS_BOMB,
     DATASET_DESCRIPTION,
+    call,
     make_dataset,
     make_git_repo,
     run,
@@ -51,15 +52,6 @@ from .fixtures import (
 
 
 # -- helpers ------------------------------------------------------------------
-
-def call(cmd, *args, **kw):
-    """A registry-* command through the Python API: results, never raising
-    for an error result."""
-    kw.setdefault("result_renderer", "disabled")
-    kw.setdefault("on_failure", "ignore")
-    kw.setdefault("return_type", "list")
-    return cmd(*args, **kw)
-
 
 def cli(*args, json_format: bool = True, env=None, timeout: float = 300
         ) -> tuple[subprocess.CompletedProcess, list[dict]]:
