@@ -148,6 +148,7 @@ from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS as RECORD_ORDER_KEYS
 from datalad_registry_ext.query import (
     REGEX_TIMEOUT,
+    parse,
     QueryError,
     RegexTimeout,
     SearchView,
@@ -1547,7 +1548,6 @@ class Engine:
         """(tree, compiled, query text) of a parsed tree or a query text."""
         text = ""
         if isinstance(query, str):
-            from datalad_registry_ext.query import parse
             text, query = query, parse(query)
         with self._lock:
             c = self._cache.get(query)

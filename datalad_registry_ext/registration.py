@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit
 
 from datalad_registry_ext import facts as facts_mod
 from datalad_registry_ext import metadata
@@ -123,7 +124,6 @@ def resolve_input(item: str, cwd: Path | None = None) -> Candidate:
 def _is_osf(url: str) -> bool:
     """Whether ``url`` points at the Open Science Framework (osf.io), whose
     projects are not git repositories."""
-    from urllib.parse import urlsplit
     try:
         host = (urlsplit(url).hostname or "").rstrip(".").lower()
     except ValueError:

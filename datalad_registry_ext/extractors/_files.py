@@ -353,6 +353,7 @@ def success(extractor, metadata):
 
 def failure(extractor, message: str):
     """An ExtractorResult reporting ``message`` as an error."""
+    # as in success(): metalad is there when its entry points load us
     from datalad_metalad.extractors.base import ExtractorResult
     return ExtractorResult(
         extractor_version=extractor.get_version(),

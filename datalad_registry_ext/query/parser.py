@@ -608,6 +608,7 @@ def _prescan(text: str) -> None:
 
 
 def _syntax_fail(text, exc) -> _Fail:
+    # lark loads with the first query (see _make_transformer)
     from lark.exceptions import UnexpectedCharacters, UnexpectedToken
 
     if isinstance(exc, UnexpectedToken):
@@ -698,6 +699,7 @@ def parse(text: str):
 
 @lru_cache(maxsize=512)
 def _parse_cached(text: str):
+    # lark loads with the first query (see _make_transformer)
     from lark.exceptions import UnexpectedInput, VisitError
 
     try:
