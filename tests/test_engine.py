@@ -21,15 +21,12 @@ from datalad_registry_ext.query import MatchAll, QueryError, SearchView, parse
 from datalad_registry_ext.query import fields as F
 from datalad_registry_ext.stats import collection_stats
 
+from benchmarks._common import QUERIES as BENCHMARK_QUERIES
+
 from .test_query_language import CASES, NAMES, RECORDS
 
-# the benchmark queries
-BENCH_QUERIES = [
-    "haxby", "container", "NOT haxby", "url:github",
-    'metadata[bids_dataset]:""',
-    'metadata[bids_dataset]:"" AND NOT url:openneuro',
-    "(url:github OR url:gin) AND haxby",
-]
+# every query the benchmarks time
+BENCH_QUERIES = list(BENCHMARK_QUERIES)
 
 
 def _light(rec):
