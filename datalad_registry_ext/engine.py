@@ -146,6 +146,7 @@ from urllib.parse import quote
 
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS as RECORD_ORDER_KEYS
+from datalad_registry_ext.records import dumps_storable
 from datalad_registry_ext.query import (
     REGEX_TIMEOUT,
     parse,
@@ -270,15 +271,16 @@ def _sql_number(x) -> bool:
 
 
 def _dumps(obj) -> str:
-    """JSON text for storage; lone surrogates escaped (json.loads restores
-    them), values JSON cannot hold as their str(). May raise (circular or
-    too deep): the caller reports the record."""
+    """JSON text for storage, as the index file stores it
+    (records.dumps_storable); values JSON cannot hold as their str(). May
+    raise (circular or too deep): the caller reports the record."""
     try:
-        s = json.dumps(obj, ensure_ascii=False)
+        return dumps_storable(obj)
     except TypeError:
-        s = json.dumps(obj, ensure_ascii=False, default=str)
+        s = json.dumps(obj, ensure_ascii=False, default=str,
+                       separators=(",", ":"))
     if not _encodable(s):
-        s = json.dumps(obj, default=str)
+        s = json.dumps(obj, default=str, separators=(",", ":"))
     return s
 
 
@@ -1737,6 +1739,17 @@ class Engine:
                order_dir: str = "desc", limit: int | None = None):
         """``(count, page)`` (see :meth:`count`, :meth:`page`)."""
         return self.count(query), self.page(query, order_by, order_dir, limit)
+
+    def stored_texts(self):
+        """``{url: JSON text}`` of every stored record, as it was stored (the
+        text :meth:`Builder.add` was given), without parsing any of it."""
+        with self._connection() as conn:
+            try:
+                return dict(conn.db.execute(
+                    'SELECT url, "full" FROM doc WHERE url IS NOT NULL '
+                    'ORDER BY rid DESC'))  # the first record of a URL wins
+            except sqlite3.DatabaseError as e:
+                raise self._damaged(e) from e
 
     def iter_records(self, query=None, order_by: str = "last_update_dt",
                      order_dir: str = "desc"):

@@ -167,18 +167,6 @@ def _serialize(rec: dict) -> str:
     return dumps_storable(rec)
 
 
-def read_jsonl(path: Path | str, source: str
-               ) -> tuple[list[dict], list[tuple[int, str]]]:
-    """Records of a JSON Lines file (the last line of each URL), and
-    ``(line number, problem)`` pairs. Holds every record in memory: for
-    small files and tests; imports use :func:`import_jsonl`."""
-    path = Path(path)
-    last, problems = _scan(path, source)
-    records = [rec for n, rec, _ in _records(path, source)
-               if rec is not None and last.get(rec["url"]) == n]
-    return records, problems
-
-
 def _scan(path: Path, source: str):
     """``{url: last line}`` and the problems (a URL's earlier lines among
     them: the last line of a URL replaces the earlier ones)."""
@@ -198,7 +186,18 @@ def _scan(path: Path, source: str):
 
 
 def _previous_digests(index: Index) -> dict[str, str]:
-    """``{url: digest}`` of what the source's index holds now."""
+    """``{url: digest}`` of what the source's index holds now: from the
+    texts its search database stored (no record is parsed), else from the
+    index file."""
+    fingerprint = index.fingerprint()
+    if fingerprint is None:
+        return {}
+    try:
+        with engine_mod.Engine.open(index.engine_path, fingerprint) as eng:
+            return {url: _digest(text)
+                    for url, text in eng.stored_texts().items()}
+    except engine_mod.EngineError:
+        pass
     try:
         return {r["url"]: _digest(_serialize(r)) for r in index.records()}
     except IndexCorrupt:  # a damaged previous import is simply replaced
