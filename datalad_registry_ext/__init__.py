@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 lgr = logging.getLogger("datalad.registry_ext")
 
 command_suite = (
-    "A dataset registry of your own: submit, extract, search and sync",
+    "A dataset registry of your own: submit, extract, search, sync and serve",
     [
         ("datalad_registry_ext.commands.submit", "RegistrySubmit",
          "registry-submit", "registry_submit"),
@@ -20,6 +20,8 @@ command_suite = (
          "registry-sync", "registry_sync"),
         ("datalad_registry_ext.commands.search", "RegistrySearch",
          "registry-search", "registry_search"),
+        ("datalad_registry_ext.commands.serve", "RegistryServe",
+         "registry-serve", "registry_serve"),
     ],
 )
 

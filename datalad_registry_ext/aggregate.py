@@ -12,22 +12,33 @@ carries them.
 
 What metalad 0.4.22 does with ``root_dataset_version`` (and what we do):
 
-- Each root version gets its own dataset tree in the store, created empty:
-  records added at registry commit A stay attached to A. ``meta-dump``
-  without ``@VERSION`` reports *all* stored root versions, so records added
-  at A are still listed after the registry moves on to B, C, ... (older
-  records of a dataset stay listed next to newer ones, at their own root
-  version). :func:`dump_aggregated` therefore keeps the latest record per
-  ``(dataset_path, extractor_name)`` (by extraction time).
+- Each root version gets its own dataset tree in the store, created empty,
+  and ``meta-dump`` without ``@VERSION`` reports *all* stored root versions:
+  records added at registry commit A would still be listed after records of
+  the same dataset were added at B, C, ... So :func:`add_aggregated` keeps
+  one record per ``(dataset_path, extractor_name)`` in the whole store: it
+  removes the dataset's records from every root version's tree, adds the new
+  records at the registry's HEAD and adds back the latest stored record of
+  each extractor the batch did not run (next to the new ones when they
+  describe the same dataset version, else at the root version they were
+  at). A root version left without datasets is dropped from the tree
+  version list, and the UUID set loses the entries of what was removed. A
+  path holding several records of one extractor (a store written before
+  this rule) is cleaned up the same way by the next addition.
 - Adding a record whose ``dataset_version`` differs from the one already
-  stored at the same path *for the same root version* is silently attached
-  to the old dataset version (metalad reuses the existing metadata root
-  record and only checks the dataset id). :func:`add_aggregated` first
-  removes such a stale entry from that root version's dataset tree, so the
-  new records carry their real dataset version.
+  stored at the same path for the same root version would be silently
+  attached to the old dataset version (metalad reuses the existing metadata
+  root record and only checks the dataset id); removing the path first
+  avoids that too.
+
+So ``datalad meta-dump -d REGISTRY -r`` lists exactly the current records.
+:func:`dump_aggregated` still keeps the latest record per ``(dataset_path,
+extractor_name)`` (by extraction time), for stores written otherwise.
 
 :func:`add_aggregated` adds all records with one in-process ``meta_add``
-call (one lock, one write-out of the store). :func:`dump_aggregated` reads
+call, under one lock; when records are replaced the store is written twice
+(the removal, then ``meta_add``), and its refs are put back as they were if
+either fails. :func:`dump_aggregated` reads
 the store directly through one ``git cat-file --batch`` process (metalad's
 own reader spawns a git process per object); with ``use_metalad=True`` it
 goes through ``datalad.api.meta_dump`` instead (the fallback whenever the
@@ -41,6 +52,8 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from datalad_registry_ext.errors import RegistryExtError
+from datalad_registry_ext.gitcmd import git
 from datalad_registry_ext.gitcmd import ok as git_ok
 from datalad_registry_ext.gitcmd import popen
 
@@ -139,15 +152,30 @@ def add_aggregated(registry_path, entries: Iterable[dict]) -> list[dict]:
 
     if keep_records:
         realm = registry.pathobj
+        saved = None
         try:
             with locked_backend(realm):
-                _drop_stale_roots(realm, root_version, {
-                    p: (v[1], v[2]) for p, v in latest.items()})
+                saved = _store_refs(realm)
+                existing = _stored_records(realm)
+                clear, carried = _supersede(existing, keep_records,
+                                            root_id, root_version)
+                _clear_paths(realm, root_id, existing, clear,
+                             keep_records + carried)
                 added = meta_add(
-                    keep_records, dataset=registry,
+                    keep_records + carried, dataset=registry,
                     result_renderer="disabled", return_type="list",
                     on_failure="ignore")
+                extra = added[len(keep_records):]
+                added = added[:len(keep_records)]
+                bad = [r for r in extra if r.get("status") != "ok"]
+                if len(extra) != len(carried) or bad:
+                    # the cleared paths lost records: put the store back
+                    raise RuntimeError(
+                        f"re-adding {len(carried)} kept records failed: "
+                        f"{bad[0].get('message') if bad else 'no result'}")
         except Exception as e:
+            if saved is not None:
+                _restore_refs(realm, saved)
             for i in keep_positions:
                 results[i] = _entry_result(
                     entries[i], "error",
@@ -196,52 +224,201 @@ def _aggregated_record(entry, root_id: str, root_version: str):
     return None, out
 
 
-def _drop_stale_roots(realm: Path, root_version: str,
-                      wanted: dict[str, tuple]) -> None:
-    """Remove metadata root records at ``root_version`` that describe another
-    dataset (version) than the one about to be added at that path."""
-    # metalad's model: heavy, needed only when stale roots are pruned
+def _store_refs(realm: Path) -> dict[str, str]:
+    """``{ref: object}`` of the metalad store, to put back on failure."""
+    out = git(["for-each-ref", "--format=%(objectname) %(refname)",
+               "refs/datalad/"], cwd=realm, check=False)
+    return dict(reversed(line.split(" ", 1)) for line in out.splitlines()
+                if " " in line)
+
+
+def _restore_refs(realm: Path, saved: dict[str, str]) -> None:
+    """Point the store's refs back at ``saved`` (their objects are still in
+    the repository: nothing prunes them within one call)."""
+    try:
+        for ref in _store_refs(realm):
+            if ref not in saved:
+                git(["update-ref", "-d", ref], cwd=realm)
+        for ref, sha in saved.items():
+            git(["update-ref", ref, sha], cwd=realm)
+    except RegistryExtError as e:
+        lgr.warning("cannot restore the metadata store of %s: %s", realm, e)
+
+
+def _stored_records(realm: Path) -> list[dict]:
+    """Every record of the store (all root versions, duplicates included)
+    that sits in a root version's dataset tree."""
+    try:
+        records = _records_direct(realm)
+    except _UnknownLayout:
+        records = _records_via_metalad(realm)
+    return [r for r in records
+            if r.get("dataset_path") and r.get("root_dataset_version")]
+
+
+def _supersede(existing: list[dict], new: list[dict], root_id: str,
+               root_version: str) -> tuple[dict, list[dict]]:
+    """What adding ``new`` at ``root_version`` replaces.
+
+    metalad keeps one dataset tree per root (registry) version, and
+    ``meta-dump`` lists them all; left alone, every registry commit would
+    add another copy of a dataset's records. So a dataset's path keeps one
+    record per extractor, in the whole store: the new one, else the latest
+    stored one. Returns ``(clear, carried)``: ``{path: {root versions}}``
+    whose records at that path are removed, and the stored records to add
+    back (each at one root version, grouped by dataset version: a path holds
+    one dataset version per root version). Paths the batch does not touch
+    are cleared too when they hold more than one record of an extractor
+    (stores written before this rule).
+    """
+    batch: dict[str, tuple] = {}
+    for r in new:
+        _, _, names = batch.get(r["dataset_path"], (None, None, set()))
+        names.add(r["extractor_name"])
+        batch[r["dataset_path"]] = (r["dataset_id"], r["dataset_version"],
+                                    names)
+    by_path: dict[str, list[dict]] = {}
+    for r in existing:
+        by_path.setdefault(r["dataset_path"], []).append(r)
+    dirty = set(batch) | {
+        p for p, rs in by_path.items()
+        if len(rs) != len({r.get("extractor_name") for r in rs})}
+    clear, carried = {}, []
+    for path in sorted(dirty):
+        stored = by_path.get(path, [])
+        if not stored:
+            continue
+        clear[path] = {r["root_dataset_version"] for r in stored}
+        ds_id, ds_version, names = batch.get(path, (None, None, set()))
+        newest: dict[str, dict] = {}
+        for r in stored:
+            name = r.get("extractor_name")
+            if name in names:
+                continue  # replaced by the batch
+            if name not in newest or float(r["extraction_time"]) > float(
+                    newest[name]["extraction_time"]):
+                newest[name] = r
+        groups: dict[tuple, list[dict]] = {}
+        for r in newest.values():
+            groups.setdefault((str(r["dataset_id"]), r["dataset_version"]),
+                              []).append(r)
+        for (gid, gversion), rs in groups.items():
+            if path in batch and (gid, gversion) == (str(ds_id), ds_version):
+                target = root_version  # next to the new records
+            else:
+                # the root version of the group's latest record, unless the
+                # new records take that one (one dataset version per path)
+                roots = [r["root_dataset_version"] for r in sorted(
+                    (r for r in stored if (str(r["dataset_id"]),
+                                          r["dataset_version"])
+                     == (gid, gversion)),
+                    key=lambda r: float(r["extraction_time"]), reverse=True)]
+                taken = {root_version} if path in batch else set()
+                target = next((v for v in roots if v not in taken), None)
+                if target is None:
+                    lgr.debug("dropping %s metadata of %s@%s: the dataset "
+                              "is now at %s", [r["extractor_name"] for r in rs],
+                              path, gversion, ds_version)
+                    continue
+            for r in rs:
+                carried.append({
+                    **{k: r[k] for k in _RECORD_KEYS},
+                    "dataset_id": gid,
+                    "extraction_time": float(r["extraction_time"]),
+                    "dataset_path": path, "root_dataset_id": str(root_id),
+                    "root_dataset_version": target})
+    return clear, carried
+
+
+def _clear_paths(realm: Path, root_id: str, existing: list[dict],
+                 clear: dict[str, set], to_add: list[dict]) -> None:
+    """Remove the metadata root records at ``clear``'s paths from those
+    root versions' dataset trees; drop a root version whose tree holds no
+    dataset any more, and the UUID set's entries of what was removed
+    (``meta_add`` then points them at the records it adds)."""
+    if not clear:
+        return
+    # metalad's model: heavy, needed only when records are replaced
     from dataladmetadatamodel.common import get_top_level_metadata_objects
     from dataladmetadatamodel.mapper.gitmapper.objectreference import (
         flush_object_references,
     )
     from dataladmetadatamodel.metadatapath import MetadataPath
 
-    if not git_ok(["rev-parse", "--verify", "-q", _TVL_REF], realm):
-        return
     tvl, uuid_set = get_top_level_metadata_objects("git", str(realm))
     if tvl is None or uuid_set is None:
         return
-    key = (root_version, MetadataPath(""))
-    if key not in set(tvl.versions_and_prefix_paths()):
+    present = set(tvl.versions_and_prefix_paths())
+    by_root: dict[str, set] = {}
+    for path, roots in clear.items():
+        for root in roots:
+            by_root.setdefault(root, set()).add(path)
+    removed: set[tuple] = set()  # (dataset id, dataset version)
+    dropped_roots = []
+    for root, paths in sorted(by_root.items()):
+        if (root, MetadataPath("")) not in present:
+            continue
+        _, _, tree = tvl.get_dataset_tree(root, MetadataPath(""))
+        for path in sorted(paths):
+            mpath = MetadataPath(path)
+            if mpath not in tree:
+                continue
+            mrr = tree.get_metadata_root_record(mpath)
+            removed.add((str(mrr.dataset_identifier), mrr.dataset_version))
+            tree.mtree.remove_child_at(mpath / _MRR_NAME)
+            # the git mapper cannot write empty tree nodes: prune them
+            parts = mpath.parts
+            while parts:
+                node = tree.mtree.get_object_at_path(MetadataPath(*parts))
+                if node is None:
+                    break
+                node.ensure_mapped()
+                if getattr(node, "child_nodes", None):
+                    break
+                tree.mtree.remove_child_at(MetadataPath(*parts))
+                parts = parts[:-1]
+        tree.mtree.ensure_mapped()
+        if set(tree.mtree.child_nodes) <= {_MRR_NAME}:
+            # nothing but the registry's own (empty) record is left
+            del tvl.version_set[root][MetadataPath("")]
+            if not tvl.version_set[root]:
+                del tvl.version_set[root]
+            tvl.touch()
+            dropped_roots.append(root)
+    # UUID set: each dataset version's entry names one metadata root record
+    cleared = {(p, v) for p, roots in clear.items() for v in roots}
+    remaining = {(str(r["dataset_id"]), r["dataset_version"])
+                 for r in existing
+                 if (r["dataset_path"], r["root_dataset_version"])
+                 not in cleared}
+    readded = {(str(r["dataset_id"]), r["dataset_version"]) for r in to_add}
+    stale = {k for k in removed if k in readded or k not in remaining}
+    uuids = {str(u): u for u in uuid_set.uuids()}
+    for ds_id, ds_version in sorted(stale):
+        _drop_version(uuid_set, uuids.get(ds_id), ds_version)
+    for root in dropped_roots:
+        _drop_version(uuid_set, uuids.get(str(root_id)), root)
+    tvl.write_out(str(realm))
+    uuid_set.write_out(str(realm))
+    flush_object_references(realm)
+
+
+def _drop_version(uuid_set, uuid, version: str) -> None:
+    from dataladmetadatamodel.metadatapath import MetadataPath
+    if uuid is None:
         return
-    _, _, tree = tvl.get_dataset_tree(root_version, MetadataPath(""))
-    changed = False
-    for path, (ds_id, ds_version) in wanted.items():
-        mpath = MetadataPath(path)
-        if mpath not in tree:
-            continue
-        mrr = tree.get_metadata_root_record(mpath)
-        if (str(mrr.dataset_identifier), mrr.dataset_version) == (
-                str(ds_id), ds_version):
-            continue
-        lgr.debug("replacing %s@%s at %s in the dataset tree of %s",
-                  mrr.dataset_identifier, mrr.dataset_version, path,
-                  root_version)
-        tree.mtree.remove_child_at(mpath / _MRR_NAME)
-        # the git mapper cannot write empty tree nodes: prune them
-        parts = mpath.parts
-        while parts:
-            node = tree.mtree.get_object_at_path(MetadataPath(*parts))
-            if node is None or getattr(node, "child_nodes", None):
-                break
-            tree.mtree.remove_child_at(MetadataPath(*parts))
-            parts = parts[:-1]
-        changed = True
-    if changed:
-        tvl.write_out(str(realm))
-        uuid_set.write_out(str(realm))
-        flush_object_references(realm)
+    versions = uuid_set.get_version_list(uuid)
+    if (version, MetadataPath("")) not in set(
+            versions.versions_and_prefix_paths()):
+        return
+    del versions.version_set[version][MetadataPath("")]
+    if not versions.version_set[version]:
+        del versions.version_set[version]
+    versions.touch()
+    if not len(versions) and len(uuid_set.uuid_set) > 1:
+        # (the set is a git tree, and git cannot write an empty one)
+        del uuid_set.uuid_set[uuid]
+    uuid_set.touch()
 
 
 # -- reading --------------------------------------------------------------------

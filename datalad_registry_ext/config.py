@@ -14,6 +14,8 @@ LOCK_TIMEOUT = "datalad.registry.lock-timeout"
 RECORD_MAX_BYTES = "datalad.registry.record-max-bytes"
 IMPORT_MAX_BYTES = "datalad.registry.import-max-bytes"
 IMPORT_MAX_RATIO = "datalad.registry.import-max-ratio"
+RESPONSE_MAX_BYTES = "datalad.registry.response-max-bytes"
+HTTP_TIMEOUT = "datalad.registry.http-timeout"
 
 # DataLad-Registry's five, plus the legacy extractors that describe a dataset
 # as a whole.
@@ -100,5 +102,29 @@ def register():
             "bomb and nothing is imported."),
         type=EnsureInt(),
         default=100,
+        scope="global",
+    )
+    register_config(
+        RESPONSE_MAX_BYTES,
+        "Largest answer of a DataLad-Registry service read at once",
+        description=(
+            "A page of records, a search answer or any other single JSON "
+            "answer of a remote registry larger than this many bytes is "
+            "refused (registry-sync imports nothing from that source). A "
+            "JSON Lines stream is bounded by import-max-bytes instead."),
+        type=EnsureInt(),
+        default=256 * 1024 * 1024,
+        scope="global",
+    )
+    register_config(
+        HTTP_TIMEOUT,
+        "Seconds to wait for a DataLad-Registry service",
+        description=(
+            "How long registry-sync, registry-search --at and "
+            "registry-submit --to wait for a remote registry to connect or "
+            "to send more data before the attempt counts as failed (failed "
+            "attempts are retried a few times, with back-off)."),
+        type=EnsureInt(),
+        default=60,
         scope="global",
     )

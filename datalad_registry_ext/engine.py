@@ -40,8 +40,9 @@ which for valid UTF-8 is the same as comparing code points)::
         n_<number field>          query.fields.to_number (int64, finite REAL)
         d_<date field>            query.fields.to_timestamp
         s_size s_files s_annex    collection_stats inputs: stats._int() of
-                                  size and count; 1/0/NULL: git-annex
-                                  branch / other branches / branches unknown
+        s_unknown                 size and count; 1/0/NULL: git-annex
+                                  branch / other branches / branches
+                                  unknown; files of unknown size
         o_<key>_a o_<key>_d       rank (0..n-1) in search.order_records'
                                   order, per order key and direction
                                   (indexed: a page walks an index)
@@ -51,15 +52,22 @@ which for valid UTF-8 is the same as comparing code points)::
         t_<number field> t_<date field>              (for : and :~)
         s_ds)                     the raw ds_id (collection_stats' key)
     sub(rid, f, v)                one row per subds_id/subds_url value
+                                  (a URL in each of its spellings:
+                                  query.fields.subdataset_values)
     md(mid INTEGER PRIMARY KEY,   rid << 20 | k, the record's k-th metadata
        name, name_lc, js)         extractor name (as given, for [x]), its
                                   lowercased text, lowercased jsonb text
     doc(rid INTEGER PRIMARY KEY,  what is returned: the raw url (lookup),
-        url, light, "full")       JSON of the light record (no metadata,
-                                  "extractors" instead) and of the record
+        url, light, "full", id)   JSON of the light record (no metadata,
+                                  "extractors" instead) and of the record,
+                                  the API id (records.record_id; indexed)
+    mdid(id, rid, k)              records.metadata_id of the k-th entry of
+                                  the record's metadata list (indexed)
     fts_rec  FTS5 over txt(the default fields); fts_md over md(name_lc, js):
-             external content, tokenize='trigram case_sensitive 1',
-             detail=full (a phrase query is a substring search)
+             contentless, of the folded texts (query.fields.fold: NFKD, no
+             combining marks, casefolded), tokenize='trigram
+             case_sensitive 1', detail=full (a phrase query is a substring
+             search)
 
 Texts never hold "\\x00" (record_texts replaces it); fields are separate
 columns or rows, so a term never matches across two fields (the reference
@@ -77,9 +85,11 @@ evaluates them in the order written and stops at the first false one.
 Every leaf is 0 or 1, never NULL, so NOT includes records that lack the
 field. The leaves:
 
-- substring terms of 3 or more characters on the default fields and
-  metadata (bare words, ``metadata[...]:v``, ``tags:v``...): the record ids
-  an FTS5 phrase query finds, ``r.rid IN temp.s_<hash>``; that temporary
+- substring terms compare folded texts (``fold()``, a Python function on
+  the connection, called for non-ASCII texts only); those of 3 or more
+  characters on the default fields and metadata (bare words,
+  ``metadata[...]:v``, ``tags:v``...): the record ids an FTS5 phrase query
+  of the folded value finds, ``r.rid IN temp.s_<hash>``; that temporary
   table of the connection is filled once and kept for the next statements
   (count, page and stats of a query; repeated searches), as SearchView
   caches leaf results;
@@ -104,10 +114,11 @@ match), or finds all matches and sorts them (cheap when few do). SQLite
 cannot know which; once count() of the query has run, page() forces the
 cheaper plan.
 
-Regular expressions share one time budget per query (``regex_timeout``):
-a progress handler and the Python tests check the deadline, so it works in
-any thread; in the main thread a SIGALRM timer also stops a single runaway
-match. Running out raises the :class:`~datalad_registry_ext.query.QueryError`
+Regular expressions share one time budget per statement
+(``regex_timeout``): each match runs with the time left as the ``regex``
+module's ``timeout`` (checked while matching, in any thread, the GIL
+released), and a progress handler checks the deadline between rows.
+Running out raises the :class:`~datalad_registry_ext.query.QueryError`
 SearchView.search raises.
 
 Hostile values
@@ -146,7 +157,9 @@ from urllib.parse import quote
 
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS as RECORD_ORDER_KEYS
-from datalad_registry_ext.records import dumps_storable
+from datalad_registry_ext.records import (
+    ID_BITS, dumps_storable, metadata_id, record_id,
+)
 from datalad_registry_ext.query import (
     REGEX_TIMEOUT,
     parse,
@@ -156,23 +169,24 @@ from datalad_registry_ext.query import (
 )
 from datalad_registry_ext.query import fields as F
 from datalad_registry_ext.query.evaluate import (
-    Alarm,
+    bounded_search,
     json_needles,
     json_test,
-    time_budget,
 )
 from datalad_registry_ext.query.parser import (
-    And, MatchAll, Not, Or, Term, _sre, _src,
+    And, MatchAll, Not, Or, Term, _sre, _src, compile_regex,
 )
-from datalad_registry_ext.stats import _better, _has_annex_branch, _int
+from datalad_registry_ext.stats import (
+    UNKNOWN_SIZE_FIELD, UNKNOWN_SIZE_KEY, _better, _has_annex_branch, _int,
+)
 
-__all__ = ["FTS5", "SCHEMA_VERSION", "Builder", "Engine", "EngineError",
+__all__ = ["SCHEMA_VERSION", "Builder", "Engine", "EngineError",
            "EngineStale", "EngineDamaged", "build", "merge_stats",
            "ORDER_KEYS"]
 
 lgr = logging.getLogger("datalad.registry_ext.engine")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: search.order_records' keys (DataLad-Registry's), from the catalogue
 ORDER_KEYS = RECORD_ORDER_KEYS
@@ -342,9 +356,9 @@ def _record_texts_fallback(record: dict, problems: list):
     subds = get("subdatasets")
     if subds:
         for f, key in F.SUBDATASET_FIELDS.items():
-            vals = attempt(f, lambda: [clean(str(sd[key])) for sd in subds
-                                       if isinstance(sd, dict)
-                                       and sd.get(key) is not None])
+            vals = attempt(f, lambda: [
+                clean(v) for sd in subds if isinstance(sd, dict)
+                for v in F.subdataset_values(sd, key, get("url"))])
             if vals:
                 text[f] = F.SEP.join(vals)
     num = {}
@@ -427,7 +441,7 @@ _RANK_COLUMNS = [f"o_{k}_{d}" for k in ORDER_KEYS for d in "ad"]
 _REC_COLUMNS = (
     ["rid", "py", "has_all", "n_md", "url"]
     + ["n_" + f for f in F.NUMBER_FIELDS] + ["d_" + f for f in F.DATE_FIELDS]
-    + ["s_size", "s_files", "s_annex"])
+    + ["s_size", "s_files", "s_annex", "s_unknown"])
 # txt: the texts (and the content of fts_rec), and the raw ds_id
 _TXT_COLUMNS = ["rid"] + list(_TEXT_COLUMN.values()) + ["s_ds"]
 
@@ -438,7 +452,9 @@ CREATE TABLE rec(rid INTEGER PRIMARY KEY, {", ".join(
 CREATE TABLE txt(rid INTEGER PRIMARY KEY, {", ".join(_TXT_COLUMNS[1:])});
 CREATE TABLE sub(rid INTEGER, f TEXT, v TEXT);
 CREATE TABLE md(mid INTEGER PRIMARY KEY, name TEXT, name_lc TEXT, js TEXT);
-CREATE TABLE doc(rid INTEGER PRIMARY KEY, url, light TEXT, "full" TEXT);
+CREATE TABLE doc(rid INTEGER PRIMARY KEY, url, light TEXT, "full" TEXT,
+                 id INTEGER);
+CREATE TABLE mdid(id INTEGER, rid INTEGER, k INTEGER);
 """
 
 # created after the bulk insert
@@ -449,15 +465,19 @@ _INDEXES = [f"CREATE INDEX rec_{c} ON rec({c})" for c in _RANK_COLUMNS] + [
     "CREATE INDEX sub_fv ON sub(f, v)",
     "CREATE INDEX md_name ON md(name)",
     "CREATE INDEX doc_url ON doc(url)",
+    "CREATE INDEX doc_id ON doc(id)",
+    "CREATE INDEX mdid_id ON mdid(id)",
 ]
 
 _FTS_OPTIONS = ("tokenize='trigram case_sensitive 1', detail=full, "
                 "columnsize=0")
+# contentless: they index the folded texts (fields.fold), which no table
+# holds (txt and md keep the lowercased ones, for := and :~)
 _FTS_SCHEMA = [
     f"CREATE VIRTUAL TABLE fts_rec USING fts5({', '.join(DEFAULT_COLUMNS)}, "
-    f"content='txt', content_rowid='rid', {_FTS_OPTIONS})",
-    "CREATE VIRTUAL TABLE fts_md USING fts5(name_lc, js, content='md', "
-    f"content_rowid='mid', {_FTS_OPTIONS})",
+    f"content='', {_FTS_OPTIONS})",
+    f"CREATE VIRTUAL TABLE fts_md USING fts5(name_lc, js, content='', "
+    f"{_FTS_OPTIONS})",
 ] + [
     # while building, every FTS statement flushes its terms as a new index
     # segment; merging segments as they come makes a build superlinear
@@ -467,13 +487,27 @@ _FTS_SCHEMA = [
     for t in ("fts_rec", "fts_md")
     for k, v in (("hashsize", 64 << 20), ("automerge", 0),
                  ("crisismerge", 2000))]
-# the external-content FTS tables are filled from their content tables, a
-# chunk of records at a time, by the writer threads
+def _folded(col: str) -> str:
+    """SQL: the folded text of ``col`` (fields.fold); a text whose length in
+    characters is its length in bytes is ASCII, lowercased already, its own
+    folding: only other texts cost a call of Python."""
+    return (f"(CASE WHEN length({col}) = length(CAST({col} AS BLOB)) "
+            f"THEN {col} ELSE fold({col}) END)")
+
+
+def _fold_sql(s):
+    return None if s is None else F.fold(s)
+
+
+# the FTS tables are filled from txt and md, folded, a chunk of records at a
+# time, by the writer threads
 _FTS_FILL = [
     f"INSERT INTO fts_rec(rowid, {', '.join(DEFAULT_COLUMNS)}) SELECT rid, "
-    f"{', '.join(DEFAULT_COLUMNS)} FROM txt WHERE rid BETWEEN ? AND ?",
-    "INSERT INTO fts_md(rowid, name_lc, js) SELECT mid, name_lc, js FROM md "
-    f"WHERE mid BETWEEN ? << {_MID_BITS} AND (? << {_MID_BITS}) + {_MAX_MD}",
+    f"{', '.join(_folded(c) for c in DEFAULT_COLUMNS)} FROM txt WHERE rid "
+    "BETWEEN ? AND ?",
+    f"INSERT INTO fts_md(rowid, name_lc, js) SELECT mid, {_folded('name_lc')}"
+    f", {_folded('js')} FROM md WHERE mid BETWEEN ? << {_MID_BITS} AND "
+    f"(? << {_MID_BITS}) + {_MAX_MD}",
 ]
 
 
@@ -502,7 +536,9 @@ def _record_rows(rid: int, record: dict, problems: list,
     py = py or not all(_sql_number(v) for v in num.values())
     size = _int(record.get("annexed_files_in_wt_size"))
     files = _int(record.get("annexed_files_in_wt_count"))
-    py = py or not all(v is None or _sql_number(v) for v in (size, files))
+    unknown = _int(record.get(UNKNOWN_SIZE_FIELD))
+    py = py or not all(v is None or _sql_number(v)
+                       for v in (size, files, unknown))
     ds = record.get("ds_id")
     if isinstance(ds, bool):
         ds = int(ds)
@@ -529,13 +565,30 @@ def _record_rows(rid: int, record: dict, problems: list,
     rec = ((rid, 0, int(all_text is not None), len(meta), t("url"))
            + tuple(num.get(f) for f in F.NUMBER_FIELDS)
            + tuple(date.get(f) for f in F.DATE_FIELDS)
-           + (size, files, annex))
+           + (size, files, annex, unknown))
     txt = (rid,) + tuple(t(f) for f in _TEXT_COLUMN) + (ds,)
     sub = [(rid, f, v) for f in F.SUBDATASET_FIELDS if f in text
            for v in text[f].split(F.SEP)]
     md = [((rid << _MID_BITS) | k, name, F._clean(name), js)
           for k, (name, js) in enumerate(meta)]
     return rec, txt, sub, md, doc, False
+
+
+def _api_ids(rid: int, record: dict):
+    """(records.record_id of the record, [(records.metadata_id, rid, k)] of
+    its k-th metadata record): the stable ids of the API, for by_ids() and
+    metadata_by_ids(). None / left out where the URL, source or extractor
+    name is not a text (such a record has no id)."""
+    url, source = record.get("url"), record.get("source")
+    if not isinstance(url, str) or not (source is None
+                                        or isinstance(source, str)):
+        return None, []
+    mds = record.get("metadata")
+    md_ids = [(metadata_id(source, url, m["extractor_name"]), rid, k)
+              for k, m in enumerate(mds if isinstance(mds, list) else ())
+              if isinstance(m, dict)
+              and isinstance(m.get("extractor_name"), str)]
+    return record_id(source, url), md_ids
 
 
 # -- building -----------------------------------------------------------------------------
@@ -622,7 +675,7 @@ class Builder:
         self._stored = 0     # records stored (the next rid)
         self._py = []
         self._keys = []      # order_values per stored record, for the ranks
-        self._batch = ([], [], [], [], [])
+        self._batch = ([], [], [], [], [], [])
         self._batch_start = 0
         self._fts_next = [0, 0]  # per writer: the first rid not in FTS yet
         self._done = False
@@ -669,6 +722,7 @@ class Builder:
         db = sqlite3.connect(path, isolation_level=None,
                              check_same_thread=False)
         self._dbs.append(db)
+        db.create_function("fold", 1, _fold_sql, deterministic=True)
         # a throw-away file until finish(): no journal, no syncing
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
@@ -706,9 +760,10 @@ class Builder:
     def _write_a(self, first, last, rows):
         db = self._db
         if rows is not None:
-            mds, docs = rows
+            mds, docs, mdids = rows
             db.executemany("INSERT INTO md VALUES (?, ?, ?, ?)", mds)
-            db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?)", docs)
+            db.executemany("INSERT INTO doc VALUES (?, ?, ?, ?, ?)", docs)
+            db.executemany("INSERT INTO mdid VALUES (?, ?, ?)", mdids)
         self._fts_fill(db, 0, _FTS_FILL[1], last, rows is None)
 
     def _write_b(self, first, last, rows):
@@ -726,17 +781,17 @@ class Builder:
 
     def _flush(self, final=False):
         first, last = self._batch_start, self._stored - 1
-        recs, txts, subs, mds, docs = self._batch
+        recs, txts, subs, mds, docs, mdids = self._batch
         try:
             if last >= first:
-                self._writers[0].put((first, last, (mds, docs)))
+                self._writers[0].put((first, last, (mds, docs, mdids)))
                 self._writers[1].put((first, last, (recs, txts, subs)))
             if final:
                 for w in self._writers:
                     w.put((0, last, None))
         except sqlite3.Error as e:
             raise self._failed(e) from e
-        self._batch = ([], [], [], [], [])
+        self._batch = ([], [], [], [], [], [])
         self._batch_start = self._stored
 
     # -- the API -----------------------------------------------------------------------
@@ -755,6 +810,7 @@ class Builder:
                 raise TypeError(f"not a dict but {type(record).__name__}")
             rows = _record_rows(self._stored, record, problems, json_text)
             keys = _order_values(record)
+            api_id, md_ids = _api_ids(self._stored, record)
         # what odd values and shapes can raise; a programming error (a
         # NameError, say) must not pass for a bad record
         except (TypeError, ValueError, AttributeError, KeyError, IndexError,
@@ -772,12 +828,13 @@ class Builder:
             self._py.append(self._stored)
         self._stored += 1
         self._keys.append(keys)
-        recs, txts, subs, mds, docs = self._batch
+        recs, txts, subs, mds, docs, mdids = self._batch
         recs.append(rows[0])
         txts.append(rows[1])
         subs.extend(rows[2])
         mds.extend(rows[3])
-        docs.append(rows[4])
+        docs.append(rows[4] + (api_id,))
+        mdids.extend(md_ids)
         if len(recs) >= self.BATCH:
             self._flush()
 
@@ -823,7 +880,8 @@ class Builder:
                 lgr.debug("cannot copy the FTS index (%s); rebuilding it", e)
                 db.execute("ROLLBACK TO copy")
                 db.execute("RELEASE copy")
-                db.execute("INSERT INTO fts_rec(fts_rec) VALUES('rebuild')")
+                db.execute("INSERT INTO fts_rec(fts_rec) VALUES('delete-all')")
+                db.execute(_FTS_FILL[0], (0, self._stored))
         db.execute("COMMIT")
         db.execute("DETACH DATABASE b")
 
@@ -955,6 +1013,11 @@ def _operand(x):
     return x
 
 
+# a metadata row whose extractor name or JSON text contains the (folded)
+# needle, given twice
+_MD_CONTAINS = (f"(instr({_folded('m.name_lc')}, ?) > 0 OR "
+                f"instr({_folded('m.js')}, ?) > 0)")
+
 _LONE_SET = re.compile(r"(NOT )?\{rid\} IN temp\.(s_[0-9a-f]+)\Z")
 
 # the metadata rows of the record (md.mid = rid << 20 | k): a rowid range
@@ -1008,7 +1071,9 @@ class _Compiler:
         of 3 or more characters (None if there is none)."""
         if not self.fts:
             return None
-        long = [n for n in needles if len(n) >= 3]
+        # the index holds folded texts: a needle of the lowercased text
+        # folds to a needle of the folded one (fields.fold)
+        long = [n for n in map(F.fold, needles) if len(n) >= 3]
         return " AND ".join(_phrase(n, column) for n in long) or None
 
     def _test(self, term, fn, regex=False) -> int:
@@ -1029,7 +1094,7 @@ class _Compiler:
 
     def _term_cost(self, t: Term) -> int:
         f, op, v = t.field, t.op, t.value
-        fts = self.fts and len(v.lower()) >= 3
+        fts = self.fts and len(F.fold(v)) >= 3
         if f is None:
             return _C_COLUMN if not v else _C_SET if fts else _C_BIG_SCAN
         if f == "metadata":
@@ -1093,7 +1158,7 @@ class _Compiler:
     def _term(self, t: Term, restricted: bool):
         f, op = t.field, t.op
         if f is None:
-            return self._bare(t.value.lower(), restricted)
+            return self._bare(F.fold(t.value), restricted)
         if f == "metadata":
             return self._metadata(t, restricted)
         if f in ("tags", "branches") and (t.path or op in ("eq", "regex")):
@@ -1131,13 +1196,14 @@ class _Compiler:
             return f"({c} IS NOT NULL AND {sql})", params
         col = self._text(f)
         v = t.value.lower()
-        if op == "contains":
+        if op == "contains":  # substrings of the folded texts
+            v = F.fold(t.value)
             if not v:
                 return f"({col} IS NOT NULL)", []
             if self.fts and f in FTS_FIELDS and len(v) >= 3:
                 return self._set("SELECT rowid FROM fts_rec WHERE fts_rec "
                                  "MATCH ?", [_phrase(v, f)]), []
-            return f"coalesce(instr({col}, ?), 0) > 0", [v]
+            return f"coalesce(instr({_folded(col)}, ?), 0) > 0", [v]
         if op == "eq":
             return f"({col} IS NOT NULL AND {col} = ?)", [v]
         if op == "regex":
@@ -1173,10 +1239,9 @@ class _Compiler:
                 "SELECT rowid FROM fts_rec WHERE fts_rec MATCH ? UNION ALL "
                 f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
                 "MATCH ?", [q, q]), []
-        conds = [f"coalesce(instr({self._text(c)}, ?), 0) > 0"
+        conds = [f"coalesce(instr({_folded(self._text(c))}, ?), 0) > 0"
                  for c in DEFAULT_COLUMNS]
-        md, params = self._md("(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) "
-                              "> 0)", [v, v], restricted)
+        md, params = self._md(_MD_CONTAINS, [v, v], restricted)
         return "(" + " OR ".join(conds + [md]) + ")", \
             [v] * len(conds) + params
 
@@ -1205,7 +1270,7 @@ class _Compiler:
                     f"SELECT rowid >> {_MID_BITS} FROM fts_md WHERE fts_md "
                     "MATCH ?", [q]) + f" AND {sql})"
             return sql, name_params + needles
-        v = t.value.lower()
+        v = F.fold(t.value)
         if not v:
             if names is None:
                 return f"({self._r('n_md')} > 0)", []
@@ -1220,10 +1285,9 @@ class _Compiler:
                 f"rowid FROM fts_md WHERE fts_md MATCH ?){name_sql}",
                 [_phrase(v, "js")] + name_params), []
         if names is None:
-            return self._md("(instr(m.name_lc, ?) > 0 OR instr(m.js, ?) > 0)",
-                            [v, v], restricted)
-        return self._md(f"instr(m.js, ?) > 0{name_sql}", [v] + name_params,
-                        restricted)
+            return self._md(_MD_CONTAINS, [v, v], restricted)
+        return self._md(f"instr({_folded('m.js')}, ?) > 0{name_sql}",
+                        [v] + name_params, restricted)
 
     def _subdatasets(self, t: Term):
         """subds_id/subds_url: any subdataset's value."""
@@ -1235,19 +1299,28 @@ class _Compiler:
             return ("EXISTS (SELECT 1 FROM sub s WHERE s.rid = {rid} AND "
                     f"s.f = ?{cond} AND py_test({k}, s.v))", [f] + literals)
         if op == "eq":
-            sql, params = "SELECT rid FROM sub WHERE f = ? AND v = ?", [f, v]
+            # a URL also by its other spelling (a path by its file:// URL)
+            vs = F.subdataset_url_needles(t.value) if f == "subds_url" \
+                else [v]
+            sql = ("SELECT rid FROM sub WHERE f = ? AND v IN "
+                   f"({', '.join('?' * len(vs))})")
+            params = [f, *vs]
         elif not v:
             sql, params = "SELECT rid FROM sub WHERE f = ?", [f]
         else:
-            sql = "SELECT rid FROM sub WHERE f = ? AND instr(v, ?) > 0"
-            params = [f, v]
+            sql = (f"SELECT rid FROM sub WHERE f = ? AND instr({_folded('v')}"
+                   ", ?) > 0")
+            params = [f, F.fold(t.value)]
         return self._set(sql, params), []
 
 
 def _unsafe_literals() -> set:
     """ASCII characters a literal cannot be looked up by: those that
     re.IGNORECASE also matches with other characters than their str.lower()
-    (i with ı, s with ſ), and those JSON text escapes."""
+    (i with ı, s with ſ), and those JSON text escapes. Patterns are matched
+    by the ``regex`` module (parser.compile_regex), whose IGNORECASE matches
+    fewer such pairs (I with ı, s with ſ; not i with ı): re's set covers
+    them."""
     try:
         from re._casefix import _EXTRA_CASES
         extra = {chr(c) for c in _EXTRA_CASES if c < 128}
@@ -1286,10 +1359,11 @@ def _regex_literals(pattern: str) -> list:
 
 
 def _regex_test(pattern):
-    search = re.compile(pattern, re.IGNORECASE).search
+    rx = compile_regex(pattern)
 
-    def test(s):
-        return search(s) is not None
+    def test(s, deadline):
+        # the deadline of the running statement (compiled tests are shared)
+        return bounded_search(rx, s, deadline) is not None
     return test
 
 
@@ -1298,12 +1372,12 @@ def _json_test(t: Term, branch_names=False):
     test = json_test(t, branch_names)
     loads = json.loads
 
-    def run(s):
+    def run(s, deadline=None):
         try:
             obj = loads(s)
         except ValueError:
             return False
-        return test(obj)
+        return test(obj, deadline)
     return run
 
 
@@ -1351,6 +1425,7 @@ class _Conn:
         self.current = None
         self.sets = OrderedDict()  # temp tables of FTS results, LRU
         self.db.create_function("py_test", 2, self._py_test)
+        self.db.create_function("fold", 1, _fold_sql, deterministic=True)
 
     #: FTS results kept per connection (each a table of record ids)
     MAX_SETS = 32
@@ -1380,12 +1455,17 @@ class _Conn:
             return 0
         term, fn, regex = self.tests[k]
         budget = self.budget
-        if regex and budget is not None:
-            self.current = term
-            if budget.expired():
-                raise _Timeout()
         try:
+            if regex:  # a statement with a regex test always has a budget
+                self.current = term
+                if budget.expired():
+                    raise _Timeout()
+                return 1 if fn(s, budget.deadline) else 0
             return 1 if fn(s) else 0
+        except TimeoutError:  # bounded_search: the budget has run out
+            # (by the regex module's clock, which may stop a hair early)
+            budget.fire()
+            raise _Timeout() from None
         except (RecursionError, ValueError, TypeError):
             # e.g. a document too deeply nested to load: no match
             return 0
@@ -1482,7 +1562,7 @@ class Engine:
                 int(meta["count"]), int(meta["fts"]), json.loads(meta["py"])
                 names = {r[0] for r in db.execute(
                     "SELECT name FROM sqlite_master")}
-                missing = {"rec", "txt", "md", "sub", "doc"} - names
+                missing = {"rec", "txt", "md", "sub", "doc", "mdid"} - names
                 if int(meta["fts"]):
                     missing |= {"fts_rec", "fts_md"} - names
                 if missing:
@@ -1602,13 +1682,8 @@ class Engine:
             conn.budget = budget
             conn.db.set_progress_handler(conn._progress, 10000)
         try:
-            if budget is not None:
-                with time_budget(max(budget.deadline - time.monotonic(), 1e-3),
-                                 on_expiry=budget.fire):
-                    yield
-            else:
-                yield
-        except (sqlite3.OperationalError, Alarm, _Timeout) as e:
+            yield
+        except (sqlite3.OperationalError, _Timeout) as e:
             if budget is not None and budget.expired():
                 term = conn.current or budget.term
                 # compiled queries are shared by equal trees, whose terms
@@ -1642,7 +1717,9 @@ class Engine:
         if isinstance(tree, MatchAll):
             return list(rids)
         try:
-            found = view.evaluate(tree)
+            # within the budget of the statement that ran before (_run)
+            found = view.evaluate(tree, deadline=None if conn.budget is None
+                                  else conn.budget.deadline)
         except RegexTimeout as e:
             raise self._timeout(e.term, "") from None
         return [rids[i] for i in found]
@@ -1813,6 +1890,44 @@ class Engine:
                 raise self._damaged(e) from e
         return out
 
+    def _by_ids(self, ids, sql):
+        """Rows of ``sql`` (``{ids}`` stands for the placeholders) for the
+        integer ids among ``ids``, 500 at a time."""
+        # 0 < id <= 2**48 (records.ID_BITS): anything else is no id of ours
+        # (and bool is no id, though an int)
+        ids = [i for i in dict.fromkeys(ids) if isinstance(i, int)
+               and not isinstance(i, bool) and 0 < i <= 1 << ID_BITS]
+        rows = []
+        with self._connection() as conn:
+            try:
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    rows += conn.db.execute(sql.format(
+                        ids=", ".join("?" * len(chunk))), chunk).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise self._damaged(e) from e
+        return rows
+
+    def by_ids(self, ids) -> dict:
+        """``{id: full record}`` of the records with these API ids
+        (:func:`records.record_id`); ids not found are left out."""
+        # rows come last first: the first record of an id wins, as in
+        # records()
+        rows = self._by_ids(ids, 'SELECT id, "full" FROM doc WHERE id IN '
+                                 '({ids}) ORDER BY rid DESC')
+        return {i: json.loads(full) for i, full in rows}
+
+    def metadata_by_ids(self, ids) -> dict:
+        """``{id: (light record, metadata record)}`` of the metadata records
+        with these API ids (:func:`records.metadata_id`); ids not found are
+        left out."""
+        rows = self._by_ids(ids, 'SELECT m.id, m.k, d.light, d."full" FROM '
+                                 'mdid m JOIN doc d ON d.rid = m.rid WHERE '
+                                 'm.id IN ({ids}) ORDER BY m.rid DESC, '
+                                 'm.k DESC')
+        return {i: (json.loads(light), json.loads(full)["metadata"][k])
+                for i, k, light, full in rows}
+
     # -- statistics -------------------------------------------------------------------
 
     def stats(self, query) -> dict:
@@ -1828,26 +1943,33 @@ class Engine:
                 "count(*) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS NULL), "
                 "sum(r.s_size) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS NULL),"
                 " sum(r.s_files) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS "
-                "NULL), count(*) FILTER (WHERE r.s_annex = 0)")
+                "NULL), count(*) FILTER (WHERE r.s_annex = 0), "
+                "sum(r.s_unknown) FILTER (WHERE x.s_ds IS NOT NULL), "
+                "sum(r.s_unknown) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS "
+                "NULL)")
         # per ds_id the copy with the largest size, then count (NULL loses)
         unique = (
-            "SELECT s_ds, s_size, s_files FROM (SELECT x.s_ds AS s_ds, "
-            "r.s_size AS s_size, r.s_files AS s_files, row_number() OVER ("
-            "PARTITION BY x.s_ds ORDER BY r.s_size IS NULL, r.s_size DESC, "
-            "r.s_files IS NULL, r.s_files DESC) AS k "
+            "SELECT s_ds, s_size, s_files, s_unknown FROM (SELECT x.s_ds AS "
+            "s_ds, r.s_size AS s_size, r.s_files AS s_files, r.s_unknown AS "
+            "s_unknown, row_number() OVER (PARTITION BY x.s_ds ORDER BY "
+            "r.s_size IS NULL, r.s_size DESC, r.s_files IS NULL, r.s_files "
+            "DESC, r.s_unknown IS NULL, r.s_unknown DESC) AS k "
             f"FROM {src} WHERE x.s_ds IS NOT NULL AND ({where})) WHERE k = 1")
         with self._connection() as conn, self._run(conn, c, text, tree):
             try:
                 row = conn.db.execute(f"SELECT {sums} FROM {src} WHERE "
                                       f"{where}", c.params).fetchone()
-                part = {"ds_count": row[0], "datalad": list(row[1:4]),
-                        "pure_annex": list(row[4:7]), "non_annex": row[7]}
+                part = {"ds_count": row[0],
+                        "datalad": list(row[1:4]) + [row[8]],
+                        "pure_annex": list(row[4:7]) + [row[9]],
+                        "non_annex": row[7]}
             except sqlite3.OperationalError as e:
                 if "overflow" not in str(e):
                     raise
                 # a sum beyond 64 bits: add up in Python
                 part = _partial(conn.db.execute(
-                    f"SELECT x.s_ds, r.s_size, r.s_files, r.s_annex FROM "
+                    f"SELECT x.s_ds, r.s_size, r.s_files, r.s_annex, "
+                    f"r.s_unknown FROM "
                     f"{src} WHERE {where}", c.params))
             part["unique"] = [list(r) for r in
                               conn.db.execute(unique, c.params)]
@@ -1882,11 +2004,13 @@ def _uri(path: str) -> str:
 # -- statistics ----------------------------------------------------------------------------
 
 def _stats_row(rec: dict):
-    """(ds_id, size, count, annex) of a record, as collection_stats sees it."""
+    """(ds_id, size, count, annex, unknown) of a record, as collection_stats
+    sees it."""
     branches = rec.get("branches")
     annex = None if branches is None else int(_has_annex_branch(branches))
     return (rec.get("ds_id"), _int(rec.get("annexed_files_in_wt_size")),
-            _int(rec.get("annexed_files_in_wt_count")), annex)
+            _int(rec.get("annexed_files_in_wt_count")), annex,
+            _int(rec.get(UNKNOWN_SIZE_FIELD)))
 
 
 def _add(total, value):
@@ -1896,32 +2020,35 @@ def _add(total, value):
 
 
 def _partial(rows) -> dict:
-    """Partial statistics of (ds, size, files, annex) rows, in Python."""
-    part = {"ds_count": 0, "datalad": [0, None, None],
-            "pure_annex": [0, None, None], "non_annex": 0}
+    """Partial statistics of (ds, size, files, annex, unknown) rows, in
+    Python."""
+    part = {"ds_count": 0, "datalad": [0, None, None, None],
+            "pure_annex": [0, None, None, None], "non_annex": 0}
     best = {}
-    for ds, size, files, annex in rows:
+    for ds, size, files, annex, unknown in rows:
         part["ds_count"] += 1
         if ds is not None:
             d = part["datalad"]
             d[0] += 1
             d[1], d[2] = _add(d[1], size), _add(d[2], files)
+            d[3] = _add(d[3], unknown)
             prev = best.get(ds)
-            if prev is None or _better((size, files), prev):
-                best[ds] = (size, files)
+            if prev is None or _better((size, files, unknown), prev):
+                best[ds] = (size, files, unknown)
         if annex == 1 and ds is None:
             p = part["pure_annex"]
             p[0] += 1
             p[1], p[2] = _add(p[1], size), _add(p[2], files)
+            p[3] = _add(p[3], unknown)
         elif annex == 0:
             part["non_annex"] += 1
-    part["unique"] = [[ds, s, f] for ds, (s, f) in best.items()]
+    part["unique"] = [[ds, *v] for ds, v in best.items()]
     return part
 
 
 def _merge_partials(parts) -> dict:
-    out = {"ds_count": 0, "datalad": [0, None, None],
-           "pure_annex": [0, None, None], "non_annex": 0}
+    out = {"ds_count": 0, "datalad": [0, None, None, None],
+           "pure_annex": [0, None, None, None], "non_annex": 0}
     best = {}
     for p in parts:
         out["ds_count"] += p["ds_count"]
@@ -1929,21 +2056,25 @@ def _merge_partials(parts) -> dict:
         for key in ("datalad", "pure_annex"):
             o, q = out[key], p[key]
             o[0] += q[0]
-            o[1], o[2] = _add(o[1], q[1]), _add(o[2], q[2])
-        for ds, size, files in p["unique"]:
+            o[1], o[2], o[3] = (_add(o[1], q[1]), _add(o[2], q[2]),
+                                _add(o[3], q[3]))
+        for ds, *value in p["unique"]:
+            value = tuple(value)
             prev = best.get(ds)
-            if prev is None or _better((size, files), prev):
-                best[ds] = (size, files)
-    out["unique"] = [[ds, s, f] for ds, (s, f) in best.items()]
+            if prev is None or _better(value, prev):
+                best[ds] = value
+    out["unique"] = [[ds, *v] for ds, v in best.items()]
     return out
 
 
-def _annex_dict(count, size, files) -> dict:
+def _annex_dict(count, size, files, unknown=None) -> dict:
     out = {"ds_count": count}
     if size is not None:
         out["annexed_files_size"] = size
     if files is not None:
         out["annexed_file_count"] = files
+    if unknown:  # as stats._Sum: only when some size is unknown
+        out[UNKNOWN_SIZE_KEY] = unknown
     return out
 
 
@@ -1951,10 +2082,11 @@ def merge_stats(parts) -> dict:
     """stats.collection_stats of all the records that the partial
     statistics ``parts`` (from :meth:`Engine.stats`) were computed over."""
     p = _merge_partials(list(parts))
-    unique = [0, None, None]
-    for _, size, files in p["unique"]:
+    unique = [0, None, None, None]
+    for _, size, files, unknown in p["unique"]:
         unique[0] += 1
         unique[1], unique[2] = _add(unique[1], size), _add(unique[2], files)
+        unique[3] = _add(unique[3], unknown)
     return {
         "datalad_ds_stats": {
             "unique_ds_stats": _annex_dict(*unique),

@@ -27,7 +27,14 @@ Gates, in order (DataLad-Registry's ``extract_ds_meta`` plus ours):
    extractor at the current HEAD, and not ``force`` -> ``notneeded``;
 3. the extractor is not installed -> ``impossible``, naming the package
    that provides it;
-4. metadata files the extractor will read are first loaded with our safe
+4. the file the extractor reads (and, for ``bids_dataset``, README and
+   participants.tsv) is annexed without content in the clone: its content,
+   and nothing else, is fetched (``git annex get``, from ``origin`` first,
+   then any remote of the dataset), only when its annex key records a size
+   within ``datalad.registry.metadata-max-bytes``; when the content cannot
+   be had or is over the cap -> ``impossible``, naming the file and why
+   (:func:`datalad_registry_ext.clones.fetch_annexed`);
+5. metadata files the extractor will read are first loaded with our safe
    loader (:mod:`datalad_registry_ext.extractors._files`: size cap, JSON/YAML
    errors with line and column, YAML alias-bomb guard, no reads outside the
    repository, "content not available" for annexed files without content)
@@ -35,6 +42,9 @@ Gates, in order (DataLad-Registry's ``extract_ds_meta`` plus ours):
    the file themselves (metalad's ``metalad_studyminimeta``, the legacy
    ``frictionless_datapackage``/``datalad_rfc822``, datalad-catalog's
    ``datacite_gin``, datalad-neuroimaging's ``bids_dataset``).
+
+``frictionless_datapackage`` metadata is the package document itself plus
+the legacy extractor's keys (:func:`datapackage_shape`).
 
 An extractor that raises or reports a non-ok status gives ``error`` with a
 message naming the dataset, the extractor and the cause (no traceback); the
@@ -66,8 +76,9 @@ through ``meta_extract`` are ``impossible`` there ("plain git repository
 without a DataLad dataset id"). The others (ours, the originals, the legacy
 ones) still run: their outcome carries the index entry and
 ``metalad_record`` None, so nothing is aggregated into the registry for
-them. (``metalad_core`` is usually ``notneeded`` first: it requires
-``.datalad/config``.)
+them (:mod:`datalad_registry_ext.metadata` commits those entries to the
+registry instead). (``metalad_core`` is usually ``notneeded`` first: it
+requires ``.datalad/config``.)
 """
 from __future__ import annotations
 
@@ -85,12 +96,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from datalad.distribution.dataset import Dataset
 
+from datalad_registry_ext.clones import fetch_annexed
 from datalad_registry_ext.extractors._files import (
     MetadataFileError,
     load_json,
     load_yaml,
+    max_bytes,
     read_bytes,
 )
+from datalad_registry_ext.gitcmd import RepositoryError
 
 lgr = logging.getLogger("datalad.registry_ext.extraction")
 
@@ -246,6 +260,62 @@ _GATES: dict[str, tuple[Callable, Any]] = {
 }
 
 
+# -- annexed metadata files -----------------------------------------------------
+
+# Files an extractor may read besides its required one (_GATES): fetched when
+# annexed and small enough, but an extraction without them still runs (our
+# bids_dataset leaves them out; the original reads them through pybids).
+_OPTIONAL_CONTENT: dict[str, tuple[str, ...]] = {
+    "bids_dataset": ("participants.tsv", "README", "README.md", "README.txt",
+                     "README.rst"),
+}
+
+
+def _fetch_content(ctx: "_Context", name: str) -> str | None:
+    """Get the annexed content of the files ``name`` reads, and only those
+    (as metalad's extractors declare their required content and meta-extract
+    gets it). A file over the size cap, or whose content no remote of the
+    dataset has, is a reason not to run the extractor: returned, naming the
+    file. None when everything it needs is here."""
+    gate = _GATES.get(name)
+    if gate is None:
+        return None
+    relpath = gate[1](ctx) if callable(gate[1]) else gate[1]
+    try:
+        limit = max_bytes()
+    except MetadataFileError:
+        return None  # a broken setting: the safe loader reports it
+    try:
+        problems = fetch_annexed(
+            ctx.path, [relpath, *_OPTIONAL_CONTENT.get(name, ())], limit)
+    except RepositoryError as e:
+        return f"{relpath}: content not available: {e}"
+    if relpath in problems:
+        return f"{relpath}: {problems[relpath]}"
+    return None
+
+
+# -- frictionless data packages ----------------------------------------------
+
+def datapackage_shape(legacy, package):
+    """``frictionless_datapackage`` metadata: the package's own document.
+
+    The legacy extractor renames ``title`` to ``shortdescription`` and
+    ``keywords`` to ``tag``, compacts ``author``/``contributors``/
+    ``license(s)`` to strings and drops everything else (``resources``,
+    ``sources``, ``created``, ...). Searches use the Data Package
+    specification's names (``keywords``, ``resources.name``): the result is
+    every top-level field of ``datapackage.json`` unchanged, plus the legacy
+    keys the package does not have (``shortdescription``, ``tag``,
+    ``conformsto``, ``license`` compacted from ``licenses``).
+    """
+    if not isinstance(package, dict):
+        return legacy
+    if not isinstance(legacy, dict):
+        return package
+    return {**legacy, **package}
+
+
 # -- one dataset ----------------------------------------------------------------
 
 class _Context:
@@ -362,13 +432,18 @@ def _extract_one(ctx: _Context, name: str, done_at_head: set,
                         f"{where}: plain git repository without a DataLad "
                         f"dataset id; metalad cannot extract from it")
 
+    problem = _fetch_content(ctx, name)
+    if problem:
+        return _outcome(name, "impossible", f"{where}: {problem}")
+
     gate = _GATES.get(name)
+    loaded = None
     if gate and not resolved.ours:
         loader, relpath = gate
         if callable(relpath):
             relpath = relpath(ctx)
         try:
-            loader(ctx.path, relpath, ref=ctx.sha)
+            loaded = loader(ctx.path, relpath, ref=ctx.sha)
         except MetadataFileError as e:
             return _outcome(name, "error", f"{where}: {e}")
 
@@ -386,6 +461,9 @@ def _extract_one(ctx: _Context, name: str, done_at_head: set,
         return _outcome(name, "error",
                         f"{where}: extractor raised {_describe_exc(e)}")
 
+    if name == "frictionless_datapackage":
+        record["extracted_metadata"] = datapackage_shape(
+            record["extracted_metadata"], loaded)
     try:
         record = _plain(record)
     except Exception as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,18 +119,41 @@ def locked(lock_path, *, timeout: float | None = None, what: str = "it"):
     if timeout is None:
         # waiting longer than this for another writer means something is stuck
         timeout = float(cfg.obtain(LOCK_TIMEOUT))
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = InterProcessLock(str(lock_path))
-        acquired = lock.acquire(timeout=timeout)
-    except OSError as e:
-        raise storage_error(e, lock_path, "lock") from e
-    if not acquired:
+    # fcntl locks belong to the process: two threads (of a server) would
+    # both hold one, and each would remove the other's temporary file. A
+    # thread lock per lock file serialises them; re-entrant, as a nested
+    # fcntl lock of one thread always succeeded.
+    guard = _thread_lock(lock_path)
+    if not guard.acquire(timeout=timeout):
         raise LockTimeout(
-            f"another process has been writing to {what} for more than "
-            f"{timeout:.0f} s (lock file {lock_path}); if no other registry "
-            "command is running, delete the lock file and try again")
+            f"another thread has been writing to {what} for more than "
+            f"{timeout:.0f} s (lock file {lock_path})")
     try:
-        yield time.time()
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = InterProcessLock(str(lock_path))
+            acquired = lock.acquire(timeout=timeout)
+        except OSError as e:
+            raise storage_error(e, lock_path, "lock") from e
+        if not acquired:
+            raise LockTimeout(
+                f"another process has been writing to {what} for more than "
+                f"{timeout:.0f} s (lock file {lock_path}); if no other "
+                "registry command is running, delete the lock file and try "
+                "again")
+        try:
+            yield time.time()
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        guard.release()
+
+
+_thread_locks: dict[str, threading.RLock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(lock_path: Path) -> threading.RLock:
+    key = os.path.abspath(lock_path)
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(key, threading.RLock())

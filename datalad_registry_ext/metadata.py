@@ -9,7 +9,11 @@ what they produced twice, consistently:
   and ``extraction_failures`` (``{extractor: {message, time, count}}``, the
   count of consecutive failures; cleared by the next success);
 - in the registry superdataset as aggregated metalad metadata at the
-  dataset's subdataset path (:mod:`aggregate`), all in one batch.
+  dataset's subdataset path (:mod:`aggregate`), all in one batch; for
+  repositories without a DataLad dataset id (plain git), which metalad
+  cannot store, in the committed file
+  ``.datalad/registry/plain-git-metadata.jsonl`` instead (one commit per
+  batch, only when it changed), so a clone of the registry has it too.
 
 A failed extraction never removes what an earlier one produced.
 """
@@ -27,10 +31,15 @@ from datalad import cfg
 from datalad_registry_ext import config, extraction
 from datalad_registry_ext import registry as reg
 from datalad_registry_ext.aggregate import add_aggregated
-from datalad_registry_ext.clones import clone_location, clone_or_update
+from datalad_registry_ext.clones import clone_location, clone_or_update, head_of
 from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import local_index
-from datalad_registry_ext.index_sync import own_records, reconcile_index
+from datalad_registry_ext.index_sync import (
+    REFS_ACTION,
+    own_records,
+    reconcile_index,
+    refs_warning_outcomes,
+)
 from datalad_registry_ext.query.parser import (
     EXTRACTOR_ALIASES,
     canonical_extractor,
@@ -183,9 +192,12 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
     clones, missing = {}, []
     for rec in records:
         path = clone_location(registry, canonical_url(rec["url"]))
-        if not (path / ".git").is_dir():
-            # e.g. the clone cache was cleaned, or the index came from a
-            # clone of the registry: clone again
+        if not (path / ".git").is_dir() or (
+                rec.get("head") and head_of(path) != rec["head"]):
+            # e.g. the clone cache was cleaned, the index came from a
+            # clone of the registry, or that clone pulled a newer registry
+            # than its cache: clone again, or bring the clone up to date
+            # (metadata must describe the registered HEAD)
             try:
                 clone_or_update(rec["url"], path)
             except RepositoryError as e:
@@ -216,6 +228,9 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
 
     now = now_iso()
     updated, to_aggregate, outcomes = [], [], []
+    # {registry_path: {extractor: entry, or None to drop}} for the committed
+    # file of plain git repositories' metadata
+    plain: dict[str, dict] = {}
     for rec, per_extractor in zip(todo, results):
         new = dict(rec)
         entries = {e["extractor_name"]: e for e in rec.get("metadata") or []}
@@ -237,6 +252,7 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
             name = o["extractor"]
             if o["status"] == "ok" and o.get("metadata"):
                 entry = {k: o["metadata"].get(k) for k in ENTRY_KEYS}
+                o.update(_change(entries.get(name), entry))
                 entries[name] = entry
                 o["metadata"] = entry
                 failures.pop(name, None)
@@ -244,6 +260,12 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
                 if o.get("metalad_record") and rec.get("registry_path"):
                     to_aggregate.append({"dataset_path": rec["registry_path"],
                                          "record": o["metalad_record"]})
+                if rec.get("registry_path"):
+                    # without a dataset id metalad cannot store it: commit
+                    # it instead (and drop what was committed for a
+                    # repository that has an id by now)
+                    plain.setdefault(rec["registry_path"], {})[name] = (
+                        None if o.get("metalad_record") else entry)
             elif o["status"] in ("error", "impossible"):
                 count = (failures.get(name) or {}).get("count", 0) + 1
                 failures[name] = {"message": o["message"], "time": now,
@@ -258,6 +280,17 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
             updated.append(new)
 
     with reg.locked(registry):
+        head = None
+        if plain:
+            try:
+                head = reg.commit_plain_metadata(registry, plain)
+            except reg.RegistryError as e:
+                outcomes.append({
+                    "url": None, "registry_path": None, "extractor": None,
+                    "status": "error", "metadata": None,
+                    "message": f"cannot commit the metadata of plain git "
+                               f"repositories to {reg.PLAIN_METADATA_FILE} "
+                               f"in the registry: {e}"})
         if to_aggregate:
             for res in add_aggregated(registry, to_aggregate):
                 if res["status"] != "ok":
@@ -276,12 +309,17 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
                     current["metadata"] = new["metadata"]
                     current["extraction_failures"] = new["extraction_failures"]
                     txn.put(current)
-                txn.set_meta(metadata_state=reg.metadata_state(registry))
+                meta = {"metadata_state": reg.metadata_state(registry)}
+                if head:
+                    meta["registry_head"] = head
+                txn.set_meta(**meta)
     for o in outcomes:
         yield _result(registry, o)
 
 
 ACTION = "registry_extract"
+# the action of the metadata refs warning (index_sync), for the commands
+REFS_ACTION = REFS_ACTION
 
 
 def _result(registry: Path, o: dict) -> dict:
@@ -291,7 +329,22 @@ def _result(registry: Path, o: dict) -> dict:
             "status": o["status"], "message": o["message"],
             "url": o.get("url"), "extractor": o.get("extractor"),
             "registry_path": o.get("registry_path"),
-            "metadata": o.get("metadata")}
+            "metadata": o.get("metadata"), "change": o.get("change"),
+            "previous_version": o.get("previous_version")}
+
+
+def _change(old: dict | None, new: dict) -> dict:
+    """What a successful extraction changed, as result fields: ``change``
+    is ``new`` (no earlier metadata of that extractor), ``updated`` (of
+    another dataset version, or other content) or ``unchanged`` (the same
+    content extracted again at the same version, e.g. with ``--force``);
+    ``previous_version`` the dataset version of the earlier metadata."""
+    if not old:
+        return {"change": "new", "previous_version": None}
+    same = (old.get("dataset_version") == new.get("dataset_version")
+            and old.get("extracted_metadata") == new.get("extracted_metadata"))
+    return {"change": "unchanged" if same else "updated",
+            "previous_version": old.get("dataset_version")}
 
 
 def extract_registered(registry: Path, datasets: list[str] | None,
@@ -317,6 +370,9 @@ def extract_registered(registry: Path, datasets: list[str] | None,
     if not extractors:
         return
     records, problems = select_records(registry, datasets, force=force)
+    # selecting brought the index up to date: the moment a clone's missing
+    # metadata refs are noticed
+    yield from refs_warning_outcomes(registry)
     for arg, problem in problems:
         yield {"action": ACTION, "path": str(registry), "type": "dataset",
                "status": "impossible", "url": arg, "message": problem}

@@ -67,13 +67,24 @@ CATALOGUE: tuple[Field, ...] = (
     Field("tags", "json", '``[{"name", "hexsha"}]``, oldest first', fact=True,
           search="default"),
     Field("annex_key_count", "int", "keys git-annex knows to be on the "
-          "origin remote (as DataLad-Registry counts them)", fact=True,
+          "remote the repository was cloned from (as DataLad-Registry counts "
+          "them); 0 when the content lives elsewhere (a special remote, the "
+          "web), which is common: see ``annex_keys_known_count``", fact=True,
           order=True, search="field"),
+    Field("annex_keys_known_count", "int", "keys the repository's git-annex "
+          "branch records as present in at least one repository or special "
+          "remote (the web included), dead ones left out", api=False,
+          fact=True, search="field"),
     Field("annexed_files_in_wt_count", "int", "annexed files in HEAD's tree",
           fact=True, order=True, search="field"),
-    Field("annexed_files_in_wt_size", "int", "their total size in bytes",
+    Field("annexed_files_in_wt_size", "int", "their total size in bytes, "
+          "of the files whose size git-annex knows (see the next field)",
           fact=True, order=True, search="field", size_unit=1,
           column="ANNEXED"),
+    Field("annexed_files_in_wt_unknown_size_count", "int", "annexed files "
+          "in HEAD's tree whose size git-annex does not know (URL keys added "
+          "without a size), left out of ``annexed_files_in_wt_size``",
+          api=False, fact=True, search="field"),
     Field("git_objects_kb", "int", "size of ``.git/objects`` in KiB",
           fact=True, order=True, search="field", size_unit=1024),
     Field("last_update_dt", "date", "when the facts last changed (UTC)",
@@ -83,7 +94,9 @@ CATALOGUE: tuple[Field, ...] = (
     Field("metadata", "json", "metadata records, the latest one per "
           "extractor", committed=False, search="default", column="EXTRACTORS"),
     Field("subdatasets", "json", '``[{"path", "url", "ds_id"}]`` from '
-          "``.gitmodules``", api=False, fact=True),
+          "``.gitmodules`` (``url`` as written there; ``datalad_url`` too "
+          "where ``.gitmodules`` has a ``datalad-url``)", api=False,
+          fact=True),
     Field("source", "text", '``"local"`` for the registry\'s own records, '
           "else the name of the source it was synced from", api=False,
           committed=False, search="field", column="SOURCE"),
@@ -121,8 +134,10 @@ class Record(TypedDict, total=False):
     branches: dict | None
     tags: list | None
     annex_key_count: int | None
+    annex_keys_known_count: int | None
     annexed_files_in_wt_count: int | None
     annexed_files_in_wt_size: int | None
+    annexed_files_in_wt_unknown_size_count: int | None
     git_objects_kb: int | None
     last_update_dt: str | None
     last_chk_dt: str | None
@@ -258,6 +273,71 @@ def _strip_repo_suffix(path: str) -> str:
     if path.endswith(".git") and len(path) > 4:
         path = path[:-4]
     return path.rstrip("/") or "/"
+
+
+def resolve_relative_url(base: str, url: str) -> str | None:
+    """``url`` resolved against the URL ``base`` of the superproject, as git
+    resolves a relative submodule URL (``./x``, ``../x``): ``base`` is taken
+    as a directory. None if ``url`` is not relative or climbs above the
+    host (or the root of a path)."""
+    if url not in (".", "..") and not url.startswith(("./", "../")):
+        return None
+    base = base.rstrip("/")
+    # where climbing stops: after "scheme://host", or "host:" (scp-like)
+    if "://" in base:
+        floor = base.index("/", base.index("://") + 3) if \
+            "/" in base[base.index("://") + 3:] else len(base)
+    else:
+        m = _SCP_LIKE.match(base)
+        floor = base.index(":") + 1 if m and not base.startswith("/") else 0
+    rel = url
+    while rel:
+        if rel in (".", "./") or rel.startswith("./"):
+            rel = rel[2:]
+        elif rel in ("..", "../") or rel.startswith("../"):
+            rel = rel[3:]
+            cut = base.rfind("/")
+            if cut < floor:
+                return None
+            base = base[:cut]
+        else:
+            break
+    rel = rel.lstrip("/")
+    return f"{base}/{rel}" if rel else base
+
+
+def subdataset_urls(sub: dict, super_url: str | None = None) -> list[str]:
+    """The spellings under which a subdataset's URL is searched
+    (``subds_url``): the ``url`` of ``.gitmodules`` as written, its
+    canonical form (:func:`canonical_url`: a path and its ``file://`` URL,
+    ``X`` and ``X.git`` of a server are one repository), a relative URL
+    resolved against the superdataset's URL ``super_url``, and DataLad's
+    ``datalad_url`` -- each as written and canonical, in that order, without
+    repeats. Values that are not text are left out."""
+    out = []
+
+    def add(value):
+        if isinstance(value, str) and value and value not in out:
+            out.append(value)
+
+    for key in ("url", "datalad_url"):
+        url = sub.get(key)
+        if not isinstance(url, str) or not url:
+            continue
+        add(url)
+        resolved = resolve_relative_url(super_url, url) \
+            if isinstance(super_url, str) and super_url else None
+        absolute = resolved or url
+        add(resolved)
+        # a fragment names something inside the repository (a RIA URL's
+        # dataset id), which the canonical form would drop
+        if (resolved is not None or not url.startswith(".")) \
+                and "#" not in absolute:
+            try:
+                add(canonical_url(absolute))
+            except ValueError:  # a text urlsplit refuses ("http://[x")
+                pass
+    return out
 
 
 def registry_path_for_url(url: str) -> str:

@@ -40,7 +40,11 @@ from datalad_registry_ext.clones import clone_location, clone_or_update
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import Index, local_index
-from datalad_registry_ext.index_sync import own_records, reconcile_index
+from datalad_registry_ext.index_sync import (
+    own_records,
+    reconcile_index,
+    refs_warning_outcomes,
+)
 from datalad_registry_ext.records import (
     LOCAL_SOURCE,
     canonical_url,
@@ -222,9 +226,11 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
                 continue
             rec.update(last_update_dt=now, last_chk_dt=now)
             changed_records.append(rec)
+            before = {f: old.get(f) for f in changes}
             outcomes.append(_outcome(
-                c, "ok", f"updated {rec['url']}: {_describe(old, rec, changes)}",
-                record=rec, change="updated", changed=changes))
+                c, "ok",
+                f"updated {rec['url']}: {describe_changes(before, rec, changes)}",
+                record=rec, change="updated", changed=changes, before=before))
         if changed_records:
             commit = reg.commit_entries(
                 registry, changed_records, _commit_message(changed_records, by_key))
@@ -236,13 +242,19 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
         return outcomes
 
 
-def _describe(old: dict, new: dict, changes: list[str]) -> str:
+def describe_changes(old: dict, new: dict, changes: list[str]) -> str:
+    """``HEAD 1a2b3c4d -> 5e6f7a8b, branches changed``: what ``changes``
+    (fact names) changed from ``old`` to ``new`` (records, or the old
+    values of the changed facts)."""
     parts = []
     for f in changes:
+        if f in ("head_describe", "head_dt") and "head" in changes:
+            continue  # they follow from HEAD
         if f == "head":
             parts.append(f"HEAD {str(old.get('head'))[:8]} -> {new['head'][:8]}")
-        elif f in ("annex_key_count", "annexed_files_in_wt_count",
-                   "annexed_files_in_wt_size", "git_objects_kb"):
+        elif f in ("annex_key_count", "annex_keys_known_count",
+                   "annexed_files_in_wt_count", "annexed_files_in_wt_size",
+                   "annexed_files_in_wt_unknown_size_count", "git_objects_kb"):
             parts.append(f"{f} {old.get(f)} -> {new.get(f)}")
         else:
             parts.append(f"{f} changed")
@@ -338,25 +350,43 @@ def submit(location: Path, items: Iterable[str] = (), *, from_file=None,
     except RegistryExtError as e:
         outcomes = [dict(url=c.url, status="error", message=str(e))
                     for c in candidates]
-    registered = []
+    registered, results = [], []
     for o in outcomes:
         rec = o.get("record") or {}
         if o["status"] in ("ok", "notneeded") and rec:
             registered.append(rec)
         path = registry / rec["registry_path"] if rec.get(
             "registry_path") else registry
-        yield {"action": ACTION, "path": str(path), "type": "dataset",
-               "status": o["status"], "message": o["message"],
-               "url": o["url"], "registry": str(registry),
-               "registry_path": rec.get("registry_path"),
-               "ds_id": rec.get("ds_id"), "head": rec.get("head"),
-               "change": o.get("change"), "changed": o.get("changed"),
-               "record": rec or None}
+        results.append({
+            "action": ACTION, "path": str(path), "type": "dataset",
+            "status": o["status"], "message": o["message"],
+            "url": o["url"], "registry": str(registry),
+            "registry_path": rec.get("registry_path"),
+            "ds_id": rec.get("ds_id"), "head": rec.get("head"),
+            "change": o.get("change"), "changed": o.get("changed"),
+            "before": o.get("before"), "record": rec or None})
 
-    if extract and registered:
-        # as DataLad-Registry's pipeline: extraction follows registration
-        current = {r["url"]: r for r in own_records(registry)}
-        records = [current.get(r["url"], r) for r in registered]
-        yield from metadata.extract(
+    # registering brought the index up to date: a clone's missing metadata
+    # refs are noticed then
+    results += refs_warning_outcomes(registry)
+    if not (extract and registered):
+        yield from results
+        return
+    # as DataLad-Registry's pipeline: extraction follows registration; the
+    # registration results wait for it, so their records carry the metadata
+    # extracted by this call (extract yields its outcomes at its end anyway)
+    current = {r["url"]: r for r in own_records(registry)}
+    records = [current.get(r["url"], r) for r in registered]
+    try:
+        extracted = list(metadata.extract(
             registry, records, extractors or metadata.configured_extractors(),
-            force=False, jobs=jobs, progress=stage("Extracting"))
+            force=False, jobs=jobs, progress=stage("Extracting")))
+    except BaseException:
+        yield from results  # what was registered, before the failure
+        raise
+    current = {r["url"]: r for r in own_records(registry)}
+    for res in results:
+        if res["record"] and res["url"] in current:
+            res["record"] = current[res["url"]]
+    yield from results
+    yield from extracted

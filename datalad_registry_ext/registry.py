@@ -9,7 +9,10 @@ repository's HEAD commit at a readable path (``github.com/o/r``) and a
 The facts of every entry (annex counts, branches, tags, ...) are committed in
 ``.datalad/registry/records.jsonl``, one JSON record per line, sorted by
 path, so a clone of the registry carries everything needed to rebuild its
-index. Extracted metadata lives in metalad's store (see :mod:`aggregate`).
+index. Extracted metadata lives in metalad's store (see :mod:`aggregate`),
+except that of repositories without a DataLad dataset id (plain git), which
+metalad cannot store: it is committed in
+``.datalad/registry/plain-git-metadata.jsonl``.
 
 Writing is crash-safe: a batch of entries becomes one commit built with git
 plumbing in a temporary index and published with a compare-and-swap
@@ -35,6 +38,9 @@ from datalad_registry_ext.locations import creation_lock_path
 from datalad_registry_ext.records import NOT_COMMITTED, canonical_url, fit_component
 
 RECORDS_FILE = ".datalad/registry/records.jsonl"
+# metadata of repositories without a DataLad dataset id (plain git), which
+# metalad's store cannot hold: {"registry_path", <index entry>} per line
+PLAIN_METADATA_FILE = ".datalad/registry/plain-git-metadata.jsonl"
 LOCK_NAME = "datalad-registry-ext.lock"
 
 
@@ -282,6 +288,14 @@ def commit_entries(registry: Path, records: list[dict], message: str,
                    f"100644 {blob_records}\t{RECORDS_FILE}"]
     index_lines += [f"160000 {rec['head']}\t{rec['registry_path']}"
                     for rec in records]
+    return _commit(registry, head, index_lines, message)
+
+
+def _commit(registry: Path, head: str | None, index_lines: list[str],
+            message: str, reflog: str = "registry-ext: register") -> str:
+    """Commit HEAD's tree changed by ``index_lines`` (``git update-index
+    --index-info`` lines), built in a temporary index, and move HEAD to it
+    only if it is still ``head``; then update the work tree."""
     gitdir = Path(git(["rev-parse", "--absolute-git-dir"], cwd=registry).strip())
     fd, tmp_index = tempfile.mkstemp(prefix="registry-ext-index.", dir=gitdir)
     os.close(fd)
@@ -297,7 +311,7 @@ def commit_entries(registry: Path, records: list[dict], message: str,
         commit = git(["commit-tree", tree, *parent, "-F", "-"], cwd=registry,
                      extra_env=env, input=message).strip()
         # compare-and-swap: fails if anybody moved HEAD meanwhile
-        git(["update-ref", "-m", "registry-ext: register", "HEAD", commit,
+        git(["update-ref", "-m", reflog, "HEAD", commit,
              head or "0" * 40], cwd=registry)
     except RepositoryError as e:
         raise RegistryError(f"cannot commit to the registry {registry}: {e}") from e
@@ -328,7 +342,7 @@ def sync_worktree(registry: Path) -> None:
     head = head_commit(registry)
     if head is None:
         return
-    for path in (".gitmodules", RECORDS_FILE):
+    for path in (".gitmodules", RECORDS_FILE, PLAIN_METADATA_FILE):
         text = _blob(registry, head, path)
         if text is None:
             continue
@@ -365,3 +379,63 @@ def _quote_value(value: str) -> str:
     if re.search(r'[\s#;"\\]', value) or value != value.strip():
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
+
+
+# -- metadata of plain git repositories ---------------------------------------------
+
+def read_plain_metadata(registry: Path, commit: str | None = None
+                        ) -> dict[str, dict[str, dict]]:
+    """``{registry_path: {extractor_name: index entry}}`` as committed in
+    :data:`PLAIN_METADATA_FILE` (HEAD unless ``commit``); empty without it."""
+    commit = commit or head_commit(registry)
+    text = _blob(registry, commit, PLAIN_METADATA_FILE) if commit else None
+    out: dict[str, dict[str, dict]] = {}
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            path = entry.pop("registry_path")
+            out.setdefault(path, {})[entry["extractor_name"]] = entry
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise RegistryError(
+                f"{PLAIN_METADATA_FILE} line {n} in {registry} is not a "
+                f"metadata entry ({type(e).__name__}: {e})") from e
+    return out
+
+
+def commit_plain_metadata(registry: Path,
+                          changes: dict[str, dict[str, dict | None]]
+                          ) -> str | None:
+    """Set (or, for None, remove) entries of :data:`PLAIN_METADATA_FILE` in
+    one commit. Call with the registry :func:`locked`. Returns the new
+    commit, or None if nothing changed."""
+    head = head_commit(registry)
+    if head is None:
+        raise RegistryError(f"the registry {registry} has no commit yet")
+    current = read_plain_metadata(registry, head)
+    wanted = {p: dict(e) for p, e in current.items()}
+    for path, by_extractor in changes.items():
+        for name, entry in by_extractor.items():
+            if entry is None:
+                wanted.get(path, {}).pop(name, None)
+            else:
+                wanted.setdefault(path, {})[name] = entry
+    wanted = {p: e for p, e in wanted.items() if e}
+    if wanted == current:
+        return None
+    changed = sorted(p for p in set(wanted) | set(current)
+                     if wanted.get(p) != current.get(p))
+    noun = "repository" if len(changed) == 1 else "repositories"
+    message = "".join(
+        [f"[registry] Metadata of {len(changed)} plain git {noun}\n\n"]
+        + [f"{p}: {', '.join(sorted(wanted.get(p, {}))) or 'none'}\n"
+           for p in changed])
+    text = "".join(
+        json.dumps({"registry_path": p, **wanted[p][n]}, sort_keys=True,
+                   ensure_ascii=False) + "\n"
+        for p in sorted(wanted) for n in sorted(wanted[p]))
+    blob = git(["hash-object", "-w", "--stdin"], cwd=registry,
+               input=text).strip()
+    return _commit(registry, head, [f"100644 {blob}\t{PLAIN_METADATA_FILE}"],
+                   message, reflog="registry-ext: plain git metadata")

@@ -32,7 +32,7 @@ from datalad_registry_ext.records import (
     RESULT_FIELDS,
 )
 from datalad_registry_ext.registry import RegistryError, is_registry
-from datalad_registry_ext.sources import export_jsonl
+from datalad_registry_ext.sources import export_jsonl, index_of
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -113,14 +113,16 @@ def _rebuild_engine(registry: Path, index: Index, heal: bool = True) -> Engine:
     return _rebuild_engine(registry, index, heal=False)
 
 
-def engines(registry: Path) -> list[Engine]:
+def engines(registry: Path, source: str | None = None) -> list[Engine]:
     """Open engines of every index of ``registry``, its own records first
-    (brought up to date with the registry superdataset)."""
+    (brought up to date with the registry superdataset); with ``source``,
+    only that source's (a name, :func:`sources.index_of`)."""
     registry = Path(registry)
     if is_registry(registry):
         reconcile_index(registry)
     found = []
-    for index in all_indexes(registry):
+    for index in (all_indexes(registry) if source is None
+                  else [index_of(registry, source)]):
         eng = open_engine(registry, index)
         if eng is not None:
             found.append(eng)
@@ -198,21 +200,26 @@ def _full(tagged) -> list[dict]:
 def search(registry: Path, query: str | None = None, *,
            order_by: str = "last_update_dt", order_dir: str = "desc",
            offset: int = 0, limit: int | None = None,
-           metadata: str | None = None, stats: bool = False) -> SearchResult:
+           metadata: str | None = None, stats: bool = False,
+           tree=None, source: str | None = None) -> SearchResult:
     """Run ``query`` (the query language) over every index of ``registry``.
 
-    ``metadata``: None, ``"reference"`` or ``"content"``. Raises QueryError
-    for a bad query (before anything is opened), ValueError for a bad order
-    key, and the index's errors (damage it cannot heal names the file and
-    the command that repairs it).
+    ``metadata``: None, ``"reference"`` or ``"content"``. ``tree``: an
+    already parsed query (query/) to run instead of parsing ``query``, which
+    then only names it in messages (the server adds its filters to the
+    user's query this way). Raises QueryError for a bad query (before
+    anything is opened), ValueError for a bad order key, and the index's
+    errors (damage it cannot heal names the file and the command that
+    repairs it). ``source``: search only the records of that source (a
+    name: ``local``, a remembered source, an unnamed file's path).
     """
-    tree = parse(query or "")
+    tree = parse(query or "") if tree is None else tree
     if order_by not in ORDER_KEYS:
         raise ValueError(f"cannot order by {order_by!r}; use one of: "
                          f"{', '.join(ORDER_KEYS)}")
     registry = Path(registry)
     require_registry(registry)
-    found = engines(registry)
+    found = engines(registry, source)
     try:
         total = sum(eng.count(tree) for eng in found)
         need = None if limit is None else offset + limit
@@ -232,12 +239,14 @@ def search(registry: Path, query: str | None = None, *,
 
 
 def export(registry: Path, query: str | None, target: Path, *,
-           order_by: str = "last_update_dt", order_dir: str = "desc") -> int:
-    """Write every record matching ``query``, with metadata content, to
-    ``target`` as JSON Lines (gzip for ``.gz``). Returns the count."""
+           order_by: str = "last_update_dt", order_dir: str = "desc",
+           source: str | None = None) -> int:
+    """Write every record matching ``query`` (of one ``source``, if given),
+    with metadata content, to ``target`` as JSON Lines (gzip for ``.gz``).
+    Returns the count."""
     tree = parse(query or "")
     require_registry(Path(registry))
-    found = engines(Path(registry))
+    found = engines(Path(registry), source)
     tagged = _ordered_page(found, tree, order_by, order_dir, None)
 
     def full_records() -> Iterator[dict]:
@@ -245,6 +254,32 @@ def export(registry: Path, query: str | None, target: Path, *,
             yield from _full(tagged[i:i + _BATCH])
 
     return export_jsonl(full_records(), target)
+
+
+def _lookup(registry: Path, ids, method: str) -> dict:
+    # every engine, own records first; an id found in one is not asked of
+    # the next (ids include the source, so they rarely meet twice)
+    wanted = list(dict.fromkeys(ids))
+    found = {}
+    for eng in engines(Path(registry)):
+        if len(found) == len(wanted):
+            break
+        found.update(getattr(eng, method)(
+            [i for i in wanted if i not in found]))
+    return found
+
+
+def lookup(registry: Path, ids) -> dict[int, dict]:
+    """``{id: full record}`` of the records of ``registry`` with these API
+    ids (records.record_id); unknown ids are left out."""
+    return _lookup(registry, ids, "by_ids")
+
+
+def metadata_lookup(registry: Path, ids) -> dict[int, tuple[dict, dict]]:
+    """``{id: (light record, metadata record)}`` of the metadata records of
+    ``registry`` with these API ids (records.metadata_id); unknown ids are
+    left out."""
+    return _lookup(registry, ids, "metadata_by_ids")
 
 
 def require_registry(location: Path) -> None:
@@ -257,3 +292,40 @@ def require_registry(location: Path) -> None:
         "registry-sync imports records into one)")
     err.status = "impossible"
     raise err
+
+
+# -- a search on a remote service ---------------------------------------------------
+
+def search_at(registry: Path, at: str, query: str | None = None, *,
+              order_by: str = "last_update_dt", order_dir: str = "desc",
+              offset: int = 0, limit: int | None = None,
+              metadata: str | None = None, stats: bool = False
+              ) -> SearchResult:
+    """Run ``query`` on the DataLad-Registry service ``at`` (a URL, or the
+    name of a remembered source) with its own search, order and pages; the
+    hits have the shape of local ones, their ``source`` the service's
+    name. Nothing local is read or written but the registry's source names.
+    Raises remote.RemoteError (a refused query: remote.Refused, with the
+    server's message)."""
+    from datalad_registry_ext import remote
+    from datalad_registry_ext.records import normalize_record
+    from datalad_registry_ext.sources import service_of
+
+    registry = Path(registry)
+    name, base = service_of(registry, at)
+    with remote.Service(base, token=remote.token_for(name),
+                        name=name) as service:
+        total, records, collection = service.search(
+            query, order_by=order_by, order_dir=order_dir, offset=offset,
+            limit=limit, metadata=metadata)
+    hits = []
+    for rec in records:
+        try:
+            rec = normalize_record(rec, name)
+        except ValueError as e:
+            lgr.warning("%s sent a record that is not valid (%s); "
+                        "left out", base, e)
+            continue
+        hits.append(_hit(registry, rec, metadata))
+    return SearchResult(total=total, hits=hits, query=query, offset=offset,
+                        stats=collection if stats else None, sources=[name])

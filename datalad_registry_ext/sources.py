@@ -1,4 +1,6 @@
-"""Where records come from besides ``registry-submit``: JSON Lines files.
+"""Where records come from besides ``registry-submit``: JSON Lines files
+and DataLad-Registry services; ``registry-sync``, named sources,
+``registry-submit --to``.
 
 A JSON Lines file holds one record per line in DataLad-Registry's API v2
 shape, with metadata content (the shape of DataLad-Registry's bulk export and
@@ -16,25 +18,48 @@ The file is read as a stream, twice: once to validate every line and find
 the last line of each URL, once to write the source's index file and its
 search database (:mod:`engine`) side by side. No more than one record is in
 memory at a time.
+
+A DataLad-Registry service (:mod:`remote`) is synced the same way: under
+the source index's lock its records are downloaded to a temporary JSON Lines
+file next to the index file (``*.download.tmp``, removed as a stale
+temporary file if the process dies) and imported as above only when the
+download is complete, so a failure leaves the previous records in place.
+
+Every source has a *name*, the records' ``source`` field: a service's is
+``--name`` or its host[:port]; a JSON Lines file's is ``--name`` or, when
+unnamed, its absolute path (as before names existed). Named sources are
+remembered in the registry's local git config
+(``datalad.registry.source.<name>.url`` and ``.query``). A source's index
+file is keyed by its *location* (a file's absolute path, a service's base
+URL, :func:`remote.api_base`), so every spelling of one location is one
+source.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import os
+import re
+import tempfile
 import zlib
 from urllib.parse import unquote, urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from datalad import cfg
 
-from datalad_registry_ext import config
+from datalad_registry_ext import config, gitcmd, remote
 from datalad_registry_ext import engine as engine_mod
-from datalad_registry_ext.errors import RegistryExtError
-from datalad_registry_ext.files import atomic_file
-from datalad_registry_ext.index import Index, IndexCorrupt, source_index
+from datalad_registry_ext.errors import RegistryExtError, os_error_message
+from datalad_registry_ext.files import TMP_SUFFIX, atomic_file
+from datalad_registry_ext.index import (
+    Index,
+    IndexCorrupt,
+    local_index,
+    source_index,
+)
 from datalad_registry_ext.index_sync import rebuild_index
 from datalad_registry_ext.records import (
     LOCAL_SOURCE,
@@ -43,6 +68,7 @@ from datalad_registry_ext.records import (
     normalize_record,
     now_iso,
     scrub,
+    strip_credentials,
 )
 from datalad_registry_ext.registry import is_registry
 
@@ -208,23 +234,33 @@ class _Repeated(Exception):
     """A URL is on more than one line: import again, knowing the last."""
 
 
-def import_jsonl(registry: Path, path: Path | str) -> ImportSummary:
-    """Replace the records of the source ``path`` in the registry's index."""
+def import_jsonl(registry: Path, path: Path | str, *, name: str | None = None
+                 ) -> ImportSummary:
+    """Replace the records of the source ``path`` in the registry's index.
+    The records' ``source`` is ``name``, by default the file's absolute
+    path."""
     path = Path(path).absolute()
-    source = str(path)
-    index = source_index(registry, source)
+    index = source_index(registry, str(path))
     with index.locked():
-        old = _previous_digests(index)
-        try:
-            return _import(index, path, source, old)
-        except _Repeated:
-            last, problems = _scan(path, source)
-            return _import(index, path, source, old, last, problems)
+        return _replace(index, path, name or str(path),
+                        dict(location=str(path), kind="jsonl"))
+
+
+def _replace(index: Index, path: Path, source: str, meta: dict
+             ) -> ImportSummary:
+    """Replace the records of ``index`` with those of the JSON Lines file
+    ``path``, as records of ``source``. Call with the index's lock held."""
+    old = _previous_digests(index)
+    try:
+        return _import(index, path, source, old, meta=meta)
+    except _Repeated:
+        last, problems = _scan(path, source)
+        return _import(index, path, source, old, last, problems, meta=meta)
 
 
 def _import(index: Index, path: Path, source: str, old: dict[str, str],
-            last: dict[str, int] | None = None, problems=None
-            ) -> ImportSummary:
+            last: dict[str, int] | None = None, problems=None, *,
+            meta: dict | None = None) -> ImportSummary:
     """One pass over the file: each chosen record goes to the index file and
     to its search database. Without ``last`` (which line of each URL to
     keep), a URL seen twice raises _Repeated and nothing is written."""
@@ -257,7 +293,7 @@ def _import(index: Index, path: Path, source: str, old: dict[str, str],
                 yield text
 
         summary.imported = index.write_records(chosen(), dict(
-            source=source, kind="jsonl", synced=now_iso()))
+            meta or {}, source=source, synced=now_iso()))
         builder.finish(index.fingerprint())
     summary.removed = len(old)
     return summary
@@ -298,52 +334,59 @@ def export_jsonl(records: Iterable[dict], path: Path | str) -> int:
 
 ACTION = "registry_sync"
 
+#: a source name: what ``--name`` accepts (and config subsections hold)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}$")
+_CONFIG = "datalad.registry.source"
+_CONFIG_KEY = re.compile(r"^datalad\.registry\.source\.(.+)\.(url|query)$",
+                         re.DOTALL)
 
-def sync(location: Path, source: str | None = None) -> Iterator[dict]:
-    """What ``registry-sync`` does: import SOURCE (a JSON Lines file, also
-    as a ``file://`` URL), or without one, rebuild the index of the
-    registry's own records from the registry. Yields result-shaped
-    outcomes."""
+Progress = Callable[[str, int, int], None]
+
+
+def sync(location: Path, source: str | None = None, *,
+         name: str | None = None, query: str | None = None,
+         all_sources: bool = False, remove: str | None = None,
+         progress: Progress | None = None) -> Iterator[dict]:
+    """What ``registry-sync`` does. Yields result-shaped outcomes.
+
+    - ``source``: a JSON Lines file (a path or ``file://`` URL), a
+      DataLad-Registry service (an http(s) URL, recognised by its answers)
+      or the name of a remembered source; its records replace those it
+      gave before. ``name`` names it (remembered in the registry's git
+      config); ``query`` mirrors only a service's matching records.
+    - ``all_sources``: sync every remembered source again.
+    - ``remove``: drop a source's records and forget it.
+    - nothing: rebuild the index of the registry's own records.
+    """
     location = Path(location)
+    if remove is not None or all_sources:
+        extra = [f for f, v in (("a SOURCE", source), ("--name", name),
+                                ("--query", query)) if v is not None]
+        if remove is not None and all_sources:
+            extra.insert(0, "--all")
+        if extra:
+            option = "--remove" if remove is not None else "--all"
+            yield _refusal(location, f"{option} cannot be combined with "
+                           f"{' or '.join(extra)}")
+            return
+    if remove is not None:
+        yield from _remove_source(location, remove)
+        return
+    if all_sources:
+        yield from _sync_all(location, progress)
+        return
     if source is None:
+        if name is not None or query is not None:
+            yield _refusal(location, "--name and --query need a SOURCE")
+            return
         yield from _rebuild(location)
         return
-    path = _source_path(source)
-    if path is None:
-        yield {"action": ACTION, "path": str(location), "type": "dataset",
-               "status": "impossible", "source": scrub(source),
-               "message": f"cannot sync from {scrub(source)}: only JSON Lines "
-                          "files are supported as sources so far"}
-        return
-    base = {"action": ACTION, "path": str(path), "type": "file",
-            "source": str(path)}
-    if path.is_file():
-        # -d promises a registry "created on first use"; a missing or
-        # unreadable file is reported by the import and creates nothing
-        from datalad_registry_ext.registry import ensure_registry
-        try:
-            ensure_registry(location)
-        except RegistryExtError as e:
-            yield {"action": ACTION, "path": str(location), "type": "dataset",
-                   "source": str(path), "status": e.status, "message": str(e)}
-            return
-    try:
-        summary = import_jsonl(location, path)
-    except SourceError as e:
-        yield dict(base, status="error", message=str(e))
-        return
-    for line, problem in summary.problems:
-        yield dict(base, status="error", line=line,
-                   message=f"{path} line {line}: {problem} (skipped)")
+    yield from _sync_given(location, source, name, query, progress)
 
-    yield dict(
-        base, status="ok", imported=summary.imported, added=summary.added,
-        updated=summary.updated, removed=summary.removed,
-        unchanged=summary.unchanged, skipped=len(summary.problems),
-        message=(f"imported {_count(summary.imported, 'record')} from {path} "
-                 f"({summary.added} new, {summary.updated} updated, "
-                 f"{summary.removed} removed, "
-                 f"{_count(len(summary.problems), 'line')} skipped)"))
+
+def _refusal(location: Path, message: str, **fields) -> dict:
+    return {"action": ACTION, "path": str(location), "type": "dataset",
+            "status": "impossible", "message": scrub(message), **fields}
 
 
 def _count(n: int, word: str) -> str:
@@ -360,6 +403,318 @@ def _source_path(source: str) -> Path | None:
     return Path(source).expanduser().absolute()
 
 
+def _location_key(url: str) -> str:
+    """The one spelling of a source's location (the key of its index)."""
+    if remote.is_http_url(url):
+        return remote.api_base(url)
+    path = _source_path(url)
+    return str(path) if path is not None else url
+
+
+# -- remembered sources (the registry's git config) --------------------------------
+
+def remembered(location: Path) -> dict[str, dict]:
+    """``{name: {"url": ..., "query": ...}}`` of the sources remembered in
+    the registry's local git config (``datalad.registry.source.<name>.*``)."""
+    location = Path(location)
+    if not is_registry(location):
+        return {}
+    out = gitcmd.git(["config", "--local", "-z", "--get-regexp",
+                      r"^datalad\.registry\.source\..*\.(url|query)$"],
+                     location, check=False)
+    found: dict[str, dict] = {}
+    for item in out.split("\0"):
+        key, _, value = item.partition("\n")
+        m = _CONFIG_KEY.match(key)
+        if m:
+            found.setdefault(m[1], {})[m[2]] = value
+    return {n: e for n, e in found.items() if e.get("url")}
+
+
+def _remember(location: Path, name: str, url: str, query: str | None):
+    gitcmd.git(["config", "--local", f"{_CONFIG}.{name}.url", url], location)
+    if query:
+        gitcmd.git(["config", "--local", f"{_CONFIG}.{name}.query", query],
+                   location)
+    else:
+        gitcmd.git(["config", "--local", "--unset-all",
+                    f"{_CONFIG}.{name}.query"], location, check=False)
+
+
+def _forget(location: Path, name: str) -> None:
+    gitcmd.git(["config", "--local", "--remove-section", f"{_CONFIG}.{name}"],
+               location, check=False)
+
+
+class SourceNameError(SourceError):
+    status = "impossible"
+
+
+def _choose_name(known: dict[str, dict], key: str, name: str | None,
+                 derived: str | None) -> str | None:
+    """The name to sync ``key`` (a source location) under: ``name`` if
+    given and free, else the name it is remembered under, else ``derived``
+    (made unique with ``-2``, ``-3``, ...)."""
+    mine = [n for n, e in known.items() if _location_key(e["url"]) == key]
+    if name is not None:
+        if name == LOCAL_SOURCE or not _NAME.match(name):
+            raise SourceNameError(
+                f"{name!r} cannot name a source: use letters, digits and "
+                "'._:@+-' (at most 100, starting with a letter or digit), "
+                f"and not {LOCAL_SOURCE!r}")
+        other = known.get(name)
+        if other is not None and _location_key(other["url"]) != key:
+            raise SourceNameError(
+                f"the source name {name!r} is taken by {scrub(other['url'])}; "
+                f"choose another --name, or drop it first with "
+                f"registry-sync --remove {name}")
+        if mine and name not in mine:
+            raise SourceNameError(
+                f"{scrub(key)} is already synced as {mine[0]!r}; sync it "
+                f"under that name, or drop it first with registry-sync "
+                f"--remove {mine[0]}")
+        return name
+    if mine:
+        return mine[0]
+    if derived is None:
+        return None
+    candidate, i = derived, 2
+    while candidate in known or candidate == LOCAL_SOURCE:
+        candidate, i = f"{derived}-{i}", i + 1
+    return candidate
+
+
+def _derived_name(base: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._:@+-]", "-", remote.default_name(base))
+    return name.lstrip("._:@+-")[:100] or "registry"
+
+
+def service_of(location: Path, name_or_url: str) -> tuple[str, str]:
+    """``(name, base URL)`` of a remembered source's name or a service's
+    URL (for ``--to`` and ``--at``). SourceError when it is neither."""
+    known = remembered(location)
+    if name_or_url in known and remote.is_http_url(known[name_or_url]["url"]):
+        return name_or_url, remote.api_base(known[name_or_url]["url"])
+    if remote.is_http_url(name_or_url):
+        base = remote.api_base(name_or_url)
+        mine = [n for n, e in known.items()
+                if _location_key(e["url"]) == base]
+        return (mine[0] if mine else _derived_name(base)), base
+    services = sorted(n for n, e in known.items()
+                      if remote.is_http_url(e["url"]))
+    err = SourceError(
+        f"{scrub(name_or_url)} is neither an http(s) URL nor the name of a "
+        "remembered DataLad-Registry service"
+        + (f" (remembered: {', '.join(services)})" if services else ""))
+    err.status = "impossible"
+    raise err
+
+
+def index_of(location: Path, name: str) -> Index:
+    """The index holding the records of the source ``name``: ``local``
+    (the registry's own), a remembered source, or an unnamed file source
+    by its path. SourceError (impossible) for an unknown name."""
+    if name == LOCAL_SOURCE:
+        return local_index(location)
+    known = remembered(location)
+    if name in known:
+        return source_index(location, _location_key(known[name]["url"]))
+    index = source_index(location, _location_key(name))
+    if index.exists():
+        return index
+    err = SourceError(
+        f"there is no source named {name!r} in {location} (sources: "
+        f"{', '.join([LOCAL_SOURCE, *sorted(known)])})")
+    err.status = "impossible"
+    raise err
+
+
+# -- syncing one source ---------------------------------------------------------------
+
+def _sync_given(location: Path, source: str, name: str | None,
+                query: str | None, progress: Progress | None
+                ) -> Iterator[dict]:
+    known = remembered(location)
+    if source in known and not Path(source).expanduser().exists():
+        # a remembered source's name: sync it as remembered
+        entry = known[source]
+        if name is not None and name != source:
+            yield _refusal(location, f"{source} is a source name; it cannot "
+                           f"be synced as {name!r} (registry-sync --remove "
+                           f"{source}, then sync its URL under the new name)")
+            return
+        name = source
+        query = entry.get("query") if query is None else query
+        source = entry["url"]
+    yield from _sync_one(location, source, name, query, known, progress)
+
+
+def _sync_all(location: Path, progress: Progress | None) -> Iterator[dict]:
+    known = remembered(location)
+    if not known:
+        yield {"action": ACTION, "path": str(location), "type": "dataset",
+               "status": "notneeded",
+               "message": f"no sources are remembered in {location} "
+                          "(registry-sync SOURCE syncs and remembers one)"}
+        return
+    for name, entry in sorted(known.items()):
+        yield from _sync_one(location, entry["url"], name,
+                             entry.get("query"), known, progress)
+
+
+def _sync_one(location: Path, source: str, name: str | None,
+              query: str | None, known: dict, progress: Progress | None
+              ) -> Iterator[dict]:
+    """Sync one source; its failures are results naming it (the next
+    source of ``--all`` still runs)."""
+    public = scrub(source)
+    try:
+        if remote.is_http_url(source):
+            yield from _sync_service(location, source, name, query, known,
+                                     progress)
+            return
+        path = _source_path(source)
+        if path is None:
+            yield _refusal(
+                location, f"cannot sync from {public}: a source is a JSON "
+                "Lines file or a DataLad-Registry API (http:// or https://)",
+                source=name or public)
+            return
+        if query is not None:
+            yield _refusal(location, "--query selects records of a "
+                           "DataLad-Registry service; a JSON Lines file is "
+                           "imported whole", source=name or str(path))
+            return
+        yield from _sync_file(location, path, name, known)
+    except (RegistryExtError, OSError) as e:
+        message = str(e) if isinstance(e, RegistryExtError) else \
+            os_error_message(e, e.filename or location, "use")
+        yield {"action": ACTION, "path": str(location), "type": "dataset",
+               "source": name or public, "status": getattr(e, "status", "error"),
+               "message": scrub(message)}
+
+
+def _sync_file(location: Path, path: Path, name: str | None, known: dict
+               ) -> Iterator[dict]:
+    name = _choose_name(known, str(path), name, None)
+    base = {"action": ACTION, "path": str(path), "type": "file",
+            "source": name or str(path)}
+    if path.is_file():
+        # -d promises a registry "created on first use"; a missing or
+        # unreadable file is reported by the import and creates nothing
+        from datalad_registry_ext.registry import ensure_registry
+        try:
+            ensure_registry(location)
+        except RegistryExtError as e:
+            yield {"action": ACTION, "path": str(location), "type": "dataset",
+                   "source": str(path), "status": e.status, "message": str(e)}
+            return
+    try:
+        summary = import_jsonl(location, path, name=name)
+    except SourceError as e:
+        yield dict(base, status="error", message=str(e))
+        return
+    if name is not None:
+        _remember(location, name, str(path), None)
+    for line, problem in summary.problems:
+        yield dict(base, status="error", line=line,
+                   message=f"{path} line {line}: {problem} (skipped)")
+    yield dict(base, status="ok", **_counts(summary),
+               message=_summary_message(summary, str(path), "line"))
+
+
+def _counts(summary: ImportSummary) -> dict:
+    return dict(imported=summary.imported, added=summary.added,
+                updated=summary.updated, removed=summary.removed,
+                unchanged=summary.unchanged, skipped=len(summary.problems))
+
+
+def _summary_message(summary: ImportSummary, where: str, unit: str) -> str:
+    return (f"imported {_count(summary.imported, 'record')} from {where} "
+            f"({summary.added} new, {summary.updated} updated, "
+            f"{summary.removed} removed, "
+            f"{_count(len(summary.problems), unit)} skipped)")
+
+
+def _sync_service(location: Path, url: str, name: str | None,
+                  query: str | None, known: dict, progress: Progress | None
+                  ) -> Iterator[dict]:
+    base = remote.api_base(url)
+    name = _choose_name(known, base, name, _derived_name(base))
+    query = query if query and query.strip() else None
+    result = {"action": ACTION, "path": str(location), "type": "dataset",
+              "source": name, "url": base}
+    if query:
+        result["query"] = query
+    with remote.Service(base, token=remote.token_for(name), label=base,
+                        name=name) as service:
+        first = service.probe(query)  # before anything is created
+        from datalad_registry_ext.registry import ensure_registry
+        ensure_registry(location)
+        index = source_index(location, base)
+        stage = f"Syncing {name}"
+        with index.locked():
+            fd, spool = tempfile.mkstemp(
+                prefix=index.path.name + ".", suffix=".download" + TMP_SUFFIX,
+                dir=index.path.parent)
+            try:
+                with os.fdopen(fd, "w+b") as out:
+                    got = service.download(
+                        out, query, first=first,
+                        max_bytes=_limit(config.IMPORT_MAX_BYTES),
+                        progress=(lambda done, total: progress(
+                            stage, done, total)) if progress else None)
+                summary = _replace(index, Path(spool), name, dict(
+                    location=base, kind="datalad-registry", query=query,
+                    how=got.how))
+            finally:
+                try:
+                    os.unlink(spool)
+                except OSError:
+                    pass
+    _remember(location, name, base, query)
+    for line, problem in summary.problems:
+        yield dict(result, status="error", line=line, where=got.where(line),
+                   message=f"{base} {got.where(line)}: {problem} (skipped)")
+    how = "record stream" if got.how == "stream" else \
+        f"{_count(len(got.pages), 'page')}"
+    yield dict(result, status="ok", **_counts(summary), how=got.how,
+               message=(
+                   f"imported {_count(summary.imported, 'record')} from "
+                   f"{name} ({base}, {how}"
+                   + (f", query {query!r}" if query else "") + "): "
+                   f"{summary.added} new, {summary.updated} updated, "
+                   f"{summary.removed} removed, "
+                   f"{_count(len(summary.problems), 'record')} skipped"))
+
+
+def _remove_source(location: Path, name: str) -> Iterator[dict]:
+    base = {"action": ACTION, "path": str(location), "type": "dataset",
+            "source": name}
+    if name == LOCAL_SOURCE:
+        yield dict(base, status="impossible",
+                   message="the registry's own records cannot be removed "
+                           "from its index (registry-sync without a SOURCE "
+                           "rebuilds them)")
+        return
+    known = remembered(location)
+    try:
+        index = index_of(location, name)
+    except SourceError as e:
+        yield dict(base, status=e.status, message=str(e))
+        return
+    with index.locked():
+        for path in (index.path, index.engine_path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    if name in known:
+        _forget(location, name)
+    yield dict(base, status="ok",
+               message=f"removed the source {name} and its records")
+
+
 def _rebuild(location: Path) -> Iterator[dict]:
     base = {"action": ACTION, "path": str(location), "type": "dataset"}
     if not is_registry(location):
@@ -371,3 +726,103 @@ def _rebuild(location: Path) -> Iterator[dict]:
     yield dict(base, status="ok", source=LOCAL_SOURCE, records=n,
                message=f"rebuilt the index of {location}: "
                        f"{_count(n, 'record')}")
+
+
+# -- registry-submit --to ------------------------------------------------------------
+
+SUBMIT_ACTION = "registry_submit"
+_SCP_LIKE = re.compile(r"^[^@/\s]+@[^/:\s]+:")
+
+
+def _local_item(item: str) -> bool:
+    """Whether a submitted item names something on this machine."""
+    try:
+        parts = urlsplit(item)
+    except ValueError:
+        return False
+    if parts.scheme.lower() == "file":
+        return True
+    if parts.scheme and len(parts.scheme) > 1 and "://" in item:
+        return False
+    if _SCP_LIKE.match(item) and not os.path.exists(item):
+        return False
+    return True
+
+
+def submit_to(location: Path, to: str, items: Iterable[str], *,
+              from_file=None) -> Iterator[dict]:
+    """``registry-submit --to``: submit URLs to the DataLad-Registry
+    service ``to`` (a URL or a remembered source's name), which registers
+    them itself. Yields one outcome per URL: ok (new there), notneeded
+    (already registered), impossible (a local path, a read-only service),
+    error (the service's message)."""
+    name, base = service_of(Path(location), to)
+    where = base if name == remote.default_name(base) else f"{name} ({base})"
+    items = list(items)
+    if from_file:
+        from datalad_registry_ext.url_lists import UrlListError, read_url_list
+        path = Path(from_file).expanduser().absolute()
+        try:
+            listed, skipped = read_url_list(path)
+        except UrlListError as e:
+            yield _refusal(location, str(e), action=SUBMIT_ACTION,
+                           path=str(path), type="file")
+            return
+        items += listed
+        for s in skipped:
+            yield _refusal(location, f"{s['url']}: {s['reason']}",
+                           action=SUBMIT_ACTION, url=s["url"])
+    if not items:
+        if not from_file:
+            yield _refusal(location, "nothing to submit: give URLs or "
+                           "--from FILE", action=SUBMIT_ACTION, to=base)
+        return
+    unreachable = None
+    with remote.Service(base, token=remote.token_for(name),
+                        name=name) as service:
+        for item in items:
+            public = scrub(item)
+            out = {"action": SUBMIT_ACTION, "path": str(location),
+                   "type": "dataset", "url": public, "to": base}
+            if _local_item(item):
+                yield dict(out, status="impossible",
+                           message=f"{public} is on this machine: {where} "
+                                   "cannot clone a local path or file:// "
+                                   "URL; submit a URL it can reach")
+                continue
+            if strip_credentials(item) != item:
+                yield dict(out, status="impossible",
+                           message=f"{public} carries credentials; a remote "
+                                   "registry would publish them, so it is "
+                                   "not submitted")
+                continue
+            if unreachable is not None:
+                yield dict(out, status="error",
+                           message=f"{public} not submitted: {unreachable}")
+                continue
+            try:
+                code, record, message = service.submit(item)
+            except remote.RemoteError as e:
+                unreachable = str(e)
+                yield dict(out, status="error", message=str(e))
+                continue
+            if code == 201:
+                yield dict(out, status="ok", remote_record=record,
+                           message=f"submitted {public} to {where}")
+            elif code in (200, 202):
+                yield dict(out, status="notneeded", remote_record=record,
+                           message=f"{public} is already registered at "
+                                   f"{where}")
+            elif code == 405:
+                yield dict(out, status="impossible",
+                           message=f"{where} is a read-only instance: it "
+                                   f"accepts no submissions"
+                                   + (f" ({message})" if message else ""))
+            elif code in (401, 403):
+                yield dict(out, status="error",
+                           message=f"{where} refused {public} (HTTP {code}):"
+                                   f" {service.auth_hint()}")
+            else:
+                yield dict(out, status="error",
+                           message=f"{where} refused {public} (HTTP {code})"
+                                   + (f": {message}" if message else ""))

@@ -13,13 +13,19 @@ where ``ANNEX`` is ``{"ds_count", "annexed_files_size", "annexed_file_count"}``
 with the size/count keys left out when no record of that category has a
 value (SQL ``sum`` over nothing but NULLs is NULL, which the API omits).
 
+One key of ours is added to an ``ANNEX`` (DataLad-Registry has no such
+key; its clients ignore it): ``annexed_files_unknown_size_count``, the sum of
+the records' ``annexed_files_in_wt_unknown_size_count``, present only when it
+is above 0. Then ``annexed_files_size`` is a lower bound: those files are in
+``annexed_file_count`` but their sizes in no sum.
+
 Categories (as upstream; they overlap and do not partition the collection):
 
 - DataLad datasets (``datalad_ds_stats.stats``): records with a ``ds_id``.
 - unique DataLad datasets (``datalad_ds_stats.unique_ds_stats``): one copy
   per ``ds_id``, the one with the largest ``annexed_files_in_wt_size``, and
   among those the largest ``annexed_files_in_wt_count`` (when no copy has a
-  size, the largest count). Unlike upstream, only the given records are
+  size, the largest count; then, ours, the most files of unknown size). Unlike upstream, only the given records are
   considered (upstream's join pulls in copies outside the filtered set).
 - pure annex repositories: ``git-annex`` among the branches and no ``ds_id``.
 - non-annex repositories: branches known and no ``git-annex`` branch. A
@@ -38,23 +44,31 @@ from typing import Iterable
 __all__ = ["collection_stats"]
 
 ANNEX_BRANCH = "git-annex"
+#: our key in an ANNEX dict (see the module doc)
+UNKNOWN_SIZE_KEY = "annexed_files_unknown_size_count"
+#: the record field it sums
+UNKNOWN_SIZE_FIELD = "annexed_files_in_wt_unknown_size_count"
 
 
 class _Sum:
     """An SQL-like sum: None until a non-null value is added."""
-    __slots__ = ("count", "size", "files")
+    __slots__ = ("count", "size", "files", "unknown")
 
     def __init__(self):
         self.count = 0
         self.size = None
         self.files = None
+        self.unknown = None
 
-    def add(self, size, files):
+    def add(self, size, files, unknown=None):
         self.count += 1
         if size is not None:
             self.size = size if self.size is None else self.size + size
         if files is not None:
             self.files = files if self.files is None else self.files + files
+        if unknown is not None:
+            self.unknown = unknown if self.unknown is None \
+                else self.unknown + unknown
 
     def as_dict(self) -> dict:
         out = {"ds_count": self.count}
@@ -62,6 +76,8 @@ class _Sum:
             out["annexed_files_size"] = self.size
         if self.files is not None:
             out["annexed_file_count"] = self.files
+        if self.unknown:  # only when some size is unknown: upstream's shape
+            out[UNKNOWN_SIZE_KEY] = self.unknown
         return out
 
 
@@ -85,18 +101,17 @@ def _has_annex_branch(branches) -> bool:
 
 
 def _better(a, b) -> bool:
-    """Whether candidate ``a`` = (size, files) beats ``b`` for unique stats:
-    larger size first (NULL sizes lose to any size), then larger count."""
-    (sa, fa), (sb, fb) = a, b
-    if sa != sb:
-        if sb is None:
-            return True
-        if sa is None:
-            return False
-        return sa > sb
-    if fa == fb or fa is None:
-        return False
-    return fb is None or fa > fb
+    """Whether candidate ``a`` = (size, files[, unknown]) beats ``b`` for
+    unique stats: larger size first, then larger count, then (ours) more
+    files of unknown size; NULL loses to any value."""
+    for x, y in zip(a, b):
+        if x != y:
+            if y is None:
+                return True
+            if x is None:
+                return False
+            return x > y
+    return False
 
 
 def collection_stats(records: Iterable[dict]) -> dict:
@@ -110,23 +125,24 @@ def collection_stats(records: Iterable[dict]) -> dict:
         total += 1
         size = _int(rec.get("annexed_files_in_wt_size"))
         files = _int(rec.get("annexed_files_in_wt_count"))
+        unknown = _int(rec.get(UNKNOWN_SIZE_FIELD))
         ds_id = rec.get("ds_id")
         branches = rec.get("branches")
         if ds_id is not None:
-            datalad.add(size, files)
-            cand = (size, files)
+            datalad.add(size, files, unknown)
+            cand = (size, files, unknown)
             prev = best.get(ds_id)
             if prev is None or _better(cand, prev):
                 best[ds_id] = cand
         if branches is not None:
             if _has_annex_branch(branches):
                 if ds_id is None:
-                    pure_annex.add(size, files)
+                    pure_annex.add(size, files, unknown)
             else:
                 non_annex += 1
     unique = _Sum()
-    for size, files in best.values():
-        unique.add(size, files)
+    for size, files, unknown in best.values():
+        unique.add(size, files, unknown)
     return {
         "datalad_ds_stats": {
             "unique_ds_stats": unique.as_dict(),

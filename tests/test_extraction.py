@@ -99,8 +99,11 @@ def test_extracted_content(full_ds, full_outcomes):
     assert frdp["name"] == "test-package"
     assert frdp["shortdescription"] == "A test data package"
     assert frdp["tag"] == ["alpha", "beta"]
-    assert frdp["author"] == "Jane Doe <jane@example.com>"
-    assert frdp["license"] == "CC-BY-4.0"
+    # the package's own fields win over the legacy extractor's compacted ones
+    assert frdp["keywords"] == ["alpha", "beta"]
+    assert frdp["title"] == "A test data package"
+    assert frdp["author"] == {"name": "Jane Doe", "email": "jane@example.com"}
+    assert frdp["license"] == {"type": "CC-BY-4.0"}
 
     assert md["datacite_gin"]["title"] == "A dataset title"
     assert md["dandi"]["name"] == "test-dandi-ds"
@@ -325,10 +328,14 @@ def test_annexed_metadata_without_content(tmp_path):
         to_git=False)
     cl = clone(origin.path, str(tmp_path / "clone"),
                result_renderer="disabled")
+    # no copy of the content is left anywhere
+    origin.drop(["datacite.yml", "dandiset.yaml"], reckless="kill",
+                result_renderer="disabled")
     out = by_name(extract_dataset(cl.path, ["datacite_gin", "dandi"]))
-    for o in out.values():
-        assert o["status"] == "error"
+    for name, o in out.items():
+        assert o["status"] == "impossible"
         assert "content not available" in o["message"]
+        assert REQUIRED_FILES[name][0] in o["message"]
 
 
 def test_extract_many(tmp_path, full_ds):

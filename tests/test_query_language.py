@@ -520,7 +520,7 @@ def test_slow_regex_is_stopped_by_time_budget():
     v = SearchView(recs, regex_timeout=0.3)
     t0 = time.monotonic()
     with pytest.raises(QueryError) as ei:
-        v.search('url:~".*.*.*.*x"')
+        v.search('url:~"a*a*a*a*[xy]"')
     assert time.monotonic() - t0 < 5
     assert "took too long" in str(ei.value)
     assert ei.value.position == 5
@@ -532,7 +532,7 @@ def test_slow_regex_in_metadata_is_stopped_by_time_budget():
     v = SearchView(recs, regex_timeout=0.3)
     t0 = time.monotonic()
     with pytest.raises(QueryError):
-        v.search('metadata:~".*.*.*.*x"')
+        v.search('metadata:~"a*a*a*a*[xy]"')
     assert time.monotonic() - t0 < 5
 
 

@@ -88,7 +88,9 @@ def test_unreadable_or_truncated_source_changes_nothing(tmp_path):
     assert index.path.read_bytes() == before
     res = sync(str(tmp_path / "missing.jsonl"), dataset=registry)
     assert res[0]["status"] == "error" and "cannot read" in res[0]["message"]
-    res = sync("https://registry.example.org/api/v2", dataset=registry)
+    # neither a file nor a DataLad-Registry API (http(s) URLs are probed:
+    # tests/test_federation.py)
+    res = sync("ftp://registry.example.org/api/v2", dataset=registry)
     assert res[0]["status"] == "impossible"
 
 

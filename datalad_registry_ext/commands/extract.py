@@ -23,6 +23,7 @@ from datalad_registry_ext.commands._common import (
 lgr = logging.getLogger("datalad.registry_ext.extract")
 
 ACTION = metadata.ACTION
+REFS_ACTION = metadata.REFS_ACTION
 
 
 @build_doc
@@ -137,15 +138,34 @@ class RegistryExtract(Interface):
 
 
 def render_extract_result(res):
+    if res.get("action") == REFS_ACTION:
+        return  # logged as a warning already; -f json shows the result
     if res.get("action") != ACTION:
         generic_result_renderer(res)
         return
     if res["status"] == "notneeded" and res.get("extractor"):
         return  # the summary counts them
     if res["status"] == "ok" and res.get("extractor"):
-        ui.message(f"{'extracted':<10} {res['extractor']:<24} {res.get('url')}")
+        label, what = _extraction_change(res)
+        ui.message(f"{label:<10} {res['extractor']:<24} {res.get('url')}"
+                   + (f": {what}" if what else ""))
     else:
         ui.message(f"{res['status']:<10} {res.get('message')}")
+
+
+def _extraction_change(res) -> tuple[str, str]:
+    """The label and what changed, from the result's ``change``,
+    ``previous_version`` and ``metadata.dataset_version`` fields."""
+    change = res.get("change")
+    now = str((res.get("metadata") or {}).get("dataset_version") or "")[:8]
+    before = str(res.get("previous_version") or "")[:8]
+    if change == "updated":
+        if before and now and before != now:
+            return "updated", f"HEAD {before} -> {now}"
+        return "updated", f"new content at {now}"
+    if change == "unchanged":
+        return "unchanged", f"extracted again at {now}, same content"
+    return "extracted", ""
 
 
 def summarize_extraction(results):

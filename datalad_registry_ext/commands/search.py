@@ -28,6 +28,7 @@ from datalad_registry_ext.commands._common import (
 )
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS, TABLE_COLUMNS
+from datalad_registry_ext.stats import UNKNOWN_SIZE_KEY
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -54,6 +55,12 @@ class RegistrySearch(Interface):
 
     One result per matching record, with DataLad-Registry's API v2 record
     fields; ``-f json`` prints them whole.
+
+    ``--source NAME`` searches one source's records only (``local``: the
+    registry's own). ``--at URL|NAME`` runs the query on a DataLad-Registry
+    service instead (registry.datalad.org, another ``registry-serve``):
+    its own search, order and pages, results shaped like local ones, nothing
+    synced or cached; a query it refuses gives an error with its message.
     """
 
     _params_ = dict(
@@ -103,6 +110,20 @@ class RegistrySearch(Interface):
             FILE as JSON Lines (gzip-compressed if FILE ends in ``.gz``)
             instead of reporting them; ``registry-sync FILE`` imports it
             again."""),
+        source=Parameter(
+            args=("--source",),
+            metavar="NAME",
+            doc="""search only the records of this source: ``local`` (the
+            registry's own), the name of a synced source (see
+            ``registry-sync``), or an unnamed JSON Lines source's path."""),
+        at=Parameter(
+            args=("--at",),
+            metavar="URL_OR_NAME",
+            doc="""run the query on this DataLad-Registry service instead
+            (its URL, or the name of a remembered source): its own search,
+            order and pages, nothing synced or cached. A token comes from
+            ``DATALAD_REGISTRY_TOKEN_<NAME>`` or
+            ``DATALAD_REGISTRY_TOKEN``."""),
     )
 
     _examples_ = [
@@ -122,6 +143,14 @@ class RegistrySearch(Interface):
              code_py="registry_search('url:gin.g-node.org', stats=True, limit=0)",
              code_cmd="datalad -f json registry-search url:gin.g-node.org "
                       "--stats --limit 0"),
+        dict(text="Search registry.datalad.org itself, ten results",
+             code_py="registry_search('haxby', at='https://registry.datalad.org', "
+                     "limit=10)",
+             code_cmd="datalad registry-search --at "
+                      "https://registry.datalad.org haxby --limit 10"),
+        dict(text="Search only the records synced from the source 'lab'",
+             code_py="registry_search('bids', source='lab')",
+             code_cmd="datalad registry-search --source lab bids"),
         dict(text="Export all records with metadata to a file",
              code_py="registry_search(export='all.jsonl.gz')",
              code_cmd="datalad registry-search --export all.jsonl.gz"),
@@ -132,21 +161,33 @@ class RegistrySearch(Interface):
     @eval_results
     def __call__(query=None, *, dataset=None, metadata=None,
                  order_by="last_update_dt", order_dir="desc", limit=None,
-                 offset=0, stats=False, export=None):
+                 offset=0, stats=False, export=None, source=None, at=None):
         quiet_on_closed_pipe()
         location = registry_location(dataset)
         common = dict(action=ACTION, logger=lgr, refds=str(location))
+        if at and (export or source):
+            yield get_status_dict(
+                status="impossible", path=str(location), type="dataset",
+                message="--at searches a remote service; it cannot be "
+                        f"combined with {'--export' if export else '--source'}"
+                        " (registry-sync --query mirrors what a query finds)",
+                **common)
+            return
         if export:
             target = Path(os.fspath(export)).expanduser().absolute()
             yield from results(
-                _exported(location, query, target, order_by, order_dir),
+                _exported(location, query, target, order_by, order_dir,
+                          source),
                 common=dict(common, action=EXPORT_ACTION), path=target)
             return
         try:
-            found = search.search(
+            found = search.search_at(
+                location, at, query, order_by=order_by, order_dir=order_dir,
+                offset=offset or 0, limit=limit, metadata=metadata,
+                stats=stats) if at else search.search(
                 location, query, order_by=order_by, order_dir=order_dir,
                 offset=offset or 0, limit=limit, metadata=metadata,
-                stats=stats)
+                stats=stats, source=source)
         except (RegistryExtError, ValueError, OSError) as e:
             yield error_result(e, path=location, common=common, query=query)
             return
@@ -199,9 +240,9 @@ class RegistrySearch(Interface):
                     ui.message(line)
 
 
-def _exported(location, query, target, order_by, order_dir):
+def _exported(location, query, target, order_by, order_dir, source=None):
     n = search.export(location, query, target, order_by=order_by,
-                      order_dir=order_dir)
+                      order_dir=order_dir, source=source)
     yield dict(status="ok", path=str(target), type="file", records=n,
                query=query, message=f"exported {plural(n, 'record')} to "
                                     f"{target}")
@@ -268,8 +309,14 @@ def format_stats(stats: dict) -> list[str]:
         parts = [plural(s["ds_count"], "dataset")]
         if s.get("annexed_file_count") is not None:
             parts.append(plural(s["annexed_file_count"], "annexed file"))
+        unknown = s.get(UNKNOWN_SIZE_KEY)
         if s.get("annexed_files_size") is not None:
-            parts.append(human_size(s["annexed_files_size"]))
+            # files of unknown size (URL keys without one) are in no sum
+            parts.append(f"at least {human_size(s['annexed_files_size'])} "
+                         f"({plural(unknown, 'file')} of unknown size)"
+                         if unknown else human_size(s["annexed_files_size"]))
+        elif unknown:
+            parts.append(f"{plural(unknown, 'file')} of unknown size")
         return ", ".join(parts)
 
     return [

@@ -11,7 +11,7 @@ from datalad.interface.utils import generic_result_renderer
 from datalad.support.param import Parameter
 from datalad.ui import ui
 
-from datalad_registry_ext import registration
+from datalad_registry_ext import metadata, registration, sources
 from datalad_registry_ext.commands._common import (
     EnsureCount,
     dataset_param,
@@ -47,6 +47,10 @@ class RegistrySubmit(Interface):
     ``X/`` and ``X.git`` are one repository); nothing is changed when
     nothing changed. Credentials in URLs are used for cloning only and never
     stored.
+
+    With ``--to URL|NAME`` the URLs are submitted to a DataLad-Registry
+    service instead (``POST /api/v2/dataset-urls``), which registers them
+    itself; nothing is registered here.
     """
 
     _params_ = dict(
@@ -76,6 +80,17 @@ class RegistrySubmit(Interface):
             action="store_false",
             doc="""register only; do not extract metadata right after
             registering (``registry-extract`` can do it later)."""),
+        to=Parameter(
+            args=("--to",),
+            metavar="URL_OR_NAME",
+            doc="""submit the URLs to this DataLad-Registry service (its
+            URL, or the name of a remembered source) instead of registering
+            them here: it clones and registers them itself. Local paths and
+            ``file://`` URLs are refused (the service cannot reach them).
+            Results: ``ok`` submitted (new there), ``notneeded`` already
+            registered there, ``impossible`` for a read-only instance. A
+            token comes from ``DATALAD_REGISTRY_TOKEN_<NAME>`` or
+            ``DATALAD_REGISTRY_TOKEN``."""),
     )
 
     _examples_ = [
@@ -88,6 +103,12 @@ class RegistrySubmit(Interface):
                   "four at a time",
              code_py="registry_submit(from_file='datalad-repos.json', jobs=4)",
              code_cmd="datalad registry-submit --from datalad-repos.json -J 4"),
+        dict(text="Submit a URL to registry.datalad.org instead of "
+                  "registering it here",
+             code_py="registry_submit(['https://github.com/me/ds'], "
+                     "to='https://registry.datalad.org')",
+             code_cmd="datalad registry-submit --to "
+                      "https://registry.datalad.org https://github.com/me/ds"),
         dict(text="Use a registry other than the default one",
              code_py="registry_submit(['../ds'], dataset='/srv/lab-registry')",
              code_cmd="datalad registry-submit -d /srv/lab-registry ../ds"),
@@ -97,10 +118,18 @@ class RegistrySubmit(Interface):
     @datasetmethod(name="registry_submit")
     @eval_results
     def __call__(urls=None, *, dataset=None, from_file=None, jobs=None,
-                 extract=True):
+                 extract=True, to=None):
         location = registry_location(dataset)
         if isinstance(urls, (str, os.PathLike)):
             urls = [urls]
+        if to:
+            yield from results(
+                sources.submit_to(location, to,
+                                  [os.fspath(u) for u in urls or []],
+                                  from_file=from_file),
+                common=dict(action=ACTION, logger=lgr, refds=str(location)),
+                path=location)
+            return
         with progress_bars(lgr) as progress:
             yield from results(
                 registration.submit(
@@ -112,7 +141,7 @@ class RegistrySubmit(Interface):
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
-        if res.get("action") == "registry_extract":
+        if res.get("action") in (metadata.ACTION, metadata.REFS_ACTION):
             render_extract_result(res)
             return
         if res.get("action") != ACTION:
@@ -130,8 +159,12 @@ class RegistrySubmit(Interface):
             annex = (f", {files} annexed files, "
                      f"{human_size(rec.get('annexed_files_in_wt_size'))}"
                      if files is not None else "")
+            what = registration.describe_changes(
+                res.get("before") or {}, rec, res.get("changed") or []) \
+                if res.get("change") == "updated" else ""
             ui.message(f"{label:<10} {url} -> {rec.get('registry_path')} "
-                       f"({kind}, {rec.get('head_describe')}{annex})")
+                       f"({kind}, {rec.get('head_describe')}{annex})"
+                       + (f": {what}" if what else ""))
         else:
             ui.message(f"{status:<10} {url}: {res.get('message')}")
 

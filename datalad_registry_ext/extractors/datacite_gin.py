@@ -8,7 +8,8 @@ of surrounding white space and an ``@context`` naming the vocabulary.
 
 Differences: the file is loaded with the safe loader of ``_files`` (size
 cap, alias-bomb guard, JSON-compatible values), a missing ``description``
-is not an error, and nothing is fetched (annexed content must be present).
+is not an error, and the extractor itself fetches nothing (registry-extract
+gets an annexed ``datacite.yml``'s content first, within the size cap).
 registry-extract prefers datalad-catalog's extractor when it is installed.
 """
 from __future__ import annotations

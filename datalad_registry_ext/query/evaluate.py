@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import json
 import operator
-import re
-import signal
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 
 from . import fields as F
-from .parser import And, MatchAll, Not, Or, QueryError, Term, parse
+from .parser import (
+    And, MatchAll, Not, Or, QueryError, Term, compile_regex, parse,
+)
 
 __all__ = ["SearchView", "compile_query", "REGEX_TIMEOUT"]
 
-#: Seconds a regular-expression term may take before the search is aborted
-#: with a QueryError.
+#: Seconds the regular expressions of one search may take together before
+#: the search is aborted with a QueryError.
 REGEX_TIMEOUT = 2.0
 
 
@@ -40,49 +39,19 @@ class RegexTimeout(Exception):
         self.term = term
 
 
-class Alarm(BaseException):
-    """Raised by :func:`time_budget` when the time is up (a BaseException,
-    so that no ``except Exception`` on the way swallows it)."""
-
-
-@contextmanager
-def time_budget(seconds, on_expiry=None):
-    """Interrupt the body after ``seconds``, raising :class:`Alarm` (after
-    calling ``on_expiry()``, if given).
-
-    Python's ``re`` engine checks for signals while matching, so a SIGALRM
-    timer can stop a runaway match. That is only possible in the main thread
-    of a POSIX process and when no other interval timer is running; otherwise
-    the body runs unbounded (the pattern checks in the parser still refuse
-    the usual exponential constructs) and callers check a deadline between
-    matches.
-    """
-    usable = (seconds and seconds > 0 and hasattr(signal, "setitimer")
-              and threading.current_thread() is threading.main_thread())
-    if usable:
-        try:
-            usable = signal.getitimer(signal.ITIMER_REAL)[0] == 0
-        except Exception:  # pragma: no cover
-            usable = False
-    if not usable:
-        yield
-        return
-
-    def handler(signum, frame):
-        if on_expiry is not None:
-            on_expiry()
-        raise Alarm()
-
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM,
-                          old if old is not None else signal.SIG_DFL)
+def bounded_search(rx, text: str, deadline):
+    """``rx.search(text)`` (``rx`` from parser.compile_regex) within the time
+    left until ``deadline`` (a time.monotonic() value; None: unbounded).
+    Raises TimeoutError when that time has run out, before or during the
+    match: the ``regex`` module checks its timeout while matching, in any
+    thread. ``concurrent=True`` releases the GIL while matching, so other
+    threads (a server's) go on meanwhile."""
+    if deadline is None:
+        return rx.search(text, concurrent=True)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the regular expressions' time is up")
+    return rx.search(text, concurrent=True, timeout=left)
 
 
 def _esc(text: str) -> str:
@@ -151,23 +120,25 @@ def json_test(t: Term, branch_names: bool = False):
     path = tuple(seg.lower() for seg in t.path)
     v = t.value.lower()
     if t.op == "contains":
-        def test(obj):
+        def test(obj, deadline=None):
             return any(v in _value_text(x) for x in _walk(obj, path))
     elif t.op == "eq":
-        def test(obj):
+        def test(obj, deadline=None):
             if branch_names and isinstance(obj, dict) and v in obj:
                 return True
             return any(leaf == v for x in _walk(obj, path)
                        for leaf in _leaves(x))
     else:
-        rx = re.compile(t.value, re.IGNORECASE)
+        rx = compile_regex(t.value)
 
-        def test(obj):
+        def test(obj, deadline=None):
+            # deadline: see bounded_search (given per call: a compiled
+            # test serves many searches, each with its own deadline)
             if branch_names and isinstance(obj, dict) and any(
-                    rx.search(k) for k in obj):
+                    bounded_search(rx, k, deadline) for k in obj):
                 return True
-            return any(rx.search(leaf) for x in _walk(obj, path)
-                       for leaf in _leaves(x))
+            return any(bounded_search(rx, leaf, deadline)
+                       for x in _walk(obj, path) for leaf in _leaves(x))
     return test
 
 
@@ -229,7 +200,8 @@ class SearchView:
 
     ``cache_size`` bounds the number of leaf results (index sets of single
     terms) kept between searches (0: no caching). ``regex_timeout`` bounds
-    the time of one regular-expression term (seconds).
+    the time the regular expressions of one search take (seconds, counted
+    by the ``regex`` module as processor time while matching).
     """
 
     def __init__(self, records, *, cache_size: int = 64,
@@ -250,6 +222,7 @@ class SearchView:
         self._cache = OrderedDict()
         self._lock = threading.Lock()
         self._universe = None
+        self._folded = {}  # id(texts) -> (idx, folded texts): see _fold
         if self._records is not None and len(self._records) != self.n:
             raise ValueError(f"{len(self._records)} records given for a state "
                              f"of {self.n}")
@@ -289,18 +262,27 @@ class SearchView:
     def count(self, text: str) -> int:
         return len(self.search(text))
 
-    def evaluate(self, tree) -> list:
+    def evaluate(self, tree, deadline=None) -> list:
         """Indices of the records matching a parsed query tree, ascending.
-        May raise RegexTimeout (search() turns it into a QueryError)."""
+        Its regular expressions share ``regex_timeout`` seconds, or the time
+        until ``deadline`` (time.monotonic()) if given; past it raises
+        RegexTimeout (search() turns it into a QueryError)."""
         if isinstance(tree, MatchAll):
             return list(range(self.n))
-        return sorted(self._eval(tree, None))
+        return sorted(self._eval(tree, None, self._deadline(deadline)))
 
-    def matches(self, tree) -> set:
+    def matches(self, tree, deadline=None) -> set:
         """Like :meth:`evaluate`, as an unordered set."""
         if isinstance(tree, MatchAll):
             return set(range(self.n))
-        return set(self._eval(tree, None))
+        return set(self._eval(tree, None, self._deadline(deadline)))
+
+    def _deadline(self, deadline):
+        # one budget per search, not per term: a query of many slow terms
+        # takes regex_timeout at most, as in the engine
+        if deadline is None:
+            deadline = time.monotonic() + self.regex_timeout
+        return deadline
 
     def clear_cache(self):
         with self._lock:
@@ -313,11 +295,12 @@ class SearchView:
             self._universe = frozenset(range(self.n))
         return self._universe
 
-    def _eval(self, node, dom):
+    def _eval(self, node, dom, deadline):
         """The indices (a subset of ``dom`` unless ``dom`` is None) of the
-        records matching ``node``."""
+        records matching ``node``; ``deadline``: the search's, for its
+        regular expressions."""
         if isinstance(node, Term):
-            return self._term(node, dom)
+            return self._term(node, dom, deadline)
         if isinstance(node, And):
             positive = [x for x in node.items if not isinstance(x, Not)]
             negative = [x for x in node.items if isinstance(x, Not)]
@@ -325,23 +308,23 @@ class SearchView:
             negative.sort(key=_cost)
             result = dom
             for item in positive + negative:
-                result = self._eval(item, result)
+                result = self._eval(item, result, deadline)
                 if not result:
                     return set()
             return result
         if isinstance(node, Or):
             result = set()
             for item in node.items:
-                result |= self._eval(item, dom)
+                result |= self._eval(item, dom, deadline)
             return result
         if isinstance(node, Not):
             base = self._everything() if dom is None else dom
-            return base - self._eval(node.item, dom)
+            return base - self._eval(node.item, dom, deadline)
         if isinstance(node, MatchAll):
             return set(self._everything()) if dom is None else set(dom)
         raise TypeError(f"not a query tree node: {node!r}")
 
-    def _term(self, t, dom):
+    def _term(self, t, dom, deadline):
         if self.cache_size > 0:
             with self._lock:
                 hit = self._cache.get(t)
@@ -350,28 +333,28 @@ class SearchView:
             if hit is not None:
                 return hit if dom is None else hit & dom
             if dom is None or len(dom) * 4 >= self.n:
-                result = frozenset(self._leaf(t, None))
+                result = frozenset(self._leaf(t, None, deadline))
                 with self._lock:
                     self._cache[t] = result
                     while len(self._cache) > self.cache_size:
                         self._cache.popitem(last=False)
                 return result if dom is None else result & dom
-        return self._leaf(t, dom)
+        return self._leaf(t, dom, deadline)
 
     # -- leaves --------------------------------------------------------------------
 
-    def _leaf(self, t: Term, dom):
+    def _leaf(self, t: Term, dom, deadline):
         f, op = t.field, t.op
         if f is None:
-            return self._contains(self._all, t.value.lower(), dom)
+            return self._contains(self._fold(self._all), F.fold(t.value), dom)
         if f == "metadata":
-            return self._metadata(t, dom)
+            return self._metadata(t, dom, deadline)
         if f in ("tags", "branches") and (t.path or op in ("eq", "regex")):
-            return self._json(t, [self._text[f]], dom, branch_names=(
-                f == "branches" and not t.path))
+            return self._json(t, [self._text[f]], dom, deadline,
+                              branch_names=(f == "branches" and not t.path))
         col = self._text[f]
         if op == "contains":
-            return self._contains(col, t.value.lower(), dom)
+            return self._contains(self._fold(col), F.fold(t.value), dom)
         if f in F.NUMBER_FIELDS and op != "regex":
             return self._compare(self._num[f], _CMP[op], t.operand, dom)
         if f in F.DATE_FIELDS and op != "regex":
@@ -380,17 +363,23 @@ class SearchView:
         listy = f in F.SUBDATASET_FIELDS
         if op == "eq":
             v = t.value.lower()
+            if f == "subds_url":  # a URL also by its other spelling
+                vs = F.subdataset_url_needles(t.value)
+                return self._select(col, lambda s: any(
+                    x in vs for x in s.split(F.SEP)), dom)
             if listy:
                 return self._select(col, lambda s: v in s.split(F.SEP), dom)
             return {i for i, s in zip(*col)
                     if s == v and (dom is None or i in dom)}
         if op == "regex":
-            rx = re.compile(t.value, re.IGNORECASE)
+            rx = compile_regex(t.value)
             if listy:
                 def test(s):
-                    return any(rx.search(x) for x in s.split(F.SEP))
+                    return any(bounded_search(rx, x, deadline)
+                               for x in s.split(F.SEP))
             else:
-                test = rx.search
+                def test(s):
+                    return bounded_search(rx, s, deadline)
             return self._regex_select(t, col, test, dom)
         raise AssertionError(f"unhandled term {t!r}")  # pragma: no cover
 
@@ -422,23 +411,18 @@ class SearchView:
             return {i for i, x in zip(idx, vals) if cmp(x, operand)}
         return {i for i, x in zip(idx, vals) if i in dom and cmp(x, operand)}
 
-    def _regex_select(self, t, col, test, dom):
-        deadline = time.monotonic() + self.regex_timeout
+    @staticmethod
+    def _regex_select(t, col, test, dom):
         out = set()
         try:
-            with time_budget(self.regex_timeout):
-                for k, (i, s) in enumerate(zip(*col)):
-                    if dom is not None and i not in dom:
-                        continue
-                    if test(s):
-                        out.add(i)
-                    if not k & 255 and time.monotonic() > deadline:
-                        raise RegexTimeout(t)
-        except Alarm:
+            for i, s in zip(*col):
+                if (dom is None or i in dom) and test(s):
+                    out.add(i)
+        except TimeoutError:  # from bounded_search
             raise RegexTimeout(t) from None
         return out
 
-    def _metadata(self, t: Term, dom):
+    def _metadata(self, t: Term, dom, deadline):
         meta = self._meta
         if t.extractors is None:
             cols = list(meta.items())
@@ -446,27 +430,37 @@ class SearchView:
             cols = [(n, meta[n]) for n in dict.fromkeys(t.extractors)
                     if n in meta]
         if t.path or t.op in ("eq", "regex"):
-            return self._json(t, [c for _, c in cols], dom)
-        v = t.value.lower()
+            return self._json(t, [c for _, c in cols], dom, deadline)
+        v = F.fold(t.value)
         result = set()
         for name, col in cols:
-            if t.extractors is None and v in name.lower():
+            if t.extractors is None and v in F.fold(name.lower()):
                 result |= self._contains(col, "", dom)
             else:
-                result |= self._contains(col, v, dom)
+                result |= self._contains(self._fold(col), v, dom)
         return result
 
-    def _json(self, t: Term, cols, dom, branch_names=False):
+    def _fold(self, col):
+        """``col`` ([idx, texts]) with its texts folded (fields.fold), for
+        substring terms; computed once per column (the state's lists live as
+        long as the view)."""
+        key = id(col[1])
+        hit = self._folded.get(key)
+        if hit is None:
+            # texts are lowercased: an ASCII one is its own folding (and
+            # shared, not copied)
+            folded = [s if s.isascii() else F.fold(s) for s in col[1]]
+            hit = self._folded[key] = (col[0], folded)
+        return hit
+
+    def _json(self, t: Term, cols, dom, deadline, branch_names=False):
         """Terms that look inside JSON: paths, and := / :~ on leaf values."""
         needles = json_needles(t)
-        op = t.op
         test = json_test(t, branch_names)
         loads = json.loads
         out = set()
 
-        def scan():
-            deadline = time.monotonic() + self.regex_timeout
-            k = 0
+        try:
             for idx, txt in cols:
                 for i, s in zip(idx, txt):
                     if (dom is not None and i not in dom) or i in out:
@@ -477,21 +471,10 @@ class SearchView:
                         obj = loads(s)
                     except ValueError:
                         continue
-                    if test(obj):
+                    if test(obj, deadline):
                         out.add(i)
-                    k += 1
-                    if op == "regex" and not k & 255 and \
-                            time.monotonic() > deadline:
-                        raise RegexTimeout(t)
-
-        if op == "regex":
-            try:
-                with time_budget(self.regex_timeout):
-                    scan()
-            except Alarm:
-                raise RegexTimeout(t) from None
-        else:
-            scan()
+        except TimeoutError:  # a regular expression's (bounded_search)
+            raise RegexTimeout(t) from None
         return out
 
 
@@ -516,7 +499,7 @@ class Predicate:
             return True
         view = SearchView(None, cache_size=0, regex_timeout=self.regex_timeout,
                           _state=state)
-        return bool(view._eval(self.tree, None))
+        return bool(view.matches(self.tree))
 
     def __repr__(self):
         return f"Predicate({self.tree!r})"

@@ -38,9 +38,10 @@ nothing of DataLad is imported.
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime, timezone
 
-from datalad_registry_ext.records import CATALOGUE
+from datalad_registry_ext.records import CATALOGUE, canonical_url, subdataset_urls
 from datalad_registry_ext.records import SIZE_FIELDS as RECORD_SIZE_FIELDS
 
 STATE_FORMAT = "datalad-registry-ext/search-state"
@@ -66,6 +67,32 @@ SIZE_FIELDS = {n: u for n, u in RECORD_SIZE_FIELDS.items() if n in NUMBER_FIELDS
 DATE_FIELDS = tuple(f.name for f in _SEARCHED if f.kind == "date")
 #: Fields over the record's ``subdatasets`` list.
 SUBDATASET_FIELDS = {"subds_id": "ds_id", "subds_url": "url"}
+
+
+def subdataset_values(sub: dict, key: str, super_url=None) -> list[str]:
+    """The values of one subdataset (a dict) searched by the field over
+    ``key``: its ``ds_id``; for ``url`` the URL as written (any JSON value,
+    as text) and its other spellings (records.subdataset_urls: canonical,
+    resolved against the superdataset's URL ``super_url``, datalad-url), so
+    that ``subds_url:=`` finds a path by its ``file://`` URL and back."""
+    value = sub.get(key)
+    vals = [] if value is None else [str(value)]
+    if key == "url":
+        vals += [u for u in subdataset_urls(sub, super_url) if u not in vals]
+    return vals
+
+
+def subdataset_url_needles(value: str) -> list[str]:
+    """The lowercased texts ``subds_url:=value`` compares with: the value and
+    its canonical form (the stored values hold both spellings of each URL)."""
+    out = [value.lower()]
+    try:
+        canon = canonical_url(value).lower() if value.strip() else None
+    except ValueError:  # a text urlsplit refuses
+        canon = None
+    if canon and canon not in out:
+        out.append(canon)
+    return out
 
 #: Failed extractions ({extractor: {message, time, count}}), searched as JSON
 #: text; absent when there are none, so ``extraction_failures:""`` finds
@@ -178,6 +205,19 @@ def to_number(value):
     return None
 
 
+def fold(text: str) -> str:
+    """``text`` as substring terms compare it, on both sides: Unicode
+    NFKD, combining marks dropped, casefolded ("Buzsáki" -> "buzsaki",
+    "Straße" -> "strasse", "ﬁ" -> "fi"). Character by character (only
+    marks, which NFKD may reorder, are dropped), so a substring of a text
+    folds to a substring of the folded text. ``:=`` and ``:~`` do not fold."""
+    if text.isascii():
+        return text.lower()
+    combining = unicodedata.combining
+    return "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if not combining(c)).casefold()
+
+
 def _clean(text: str) -> str:
     # lowercased, and never containing the separator
     text = text.lower()
@@ -225,8 +265,8 @@ def record_texts(record: dict):
     subds = get("subdatasets")
     if subds:
         for f, key in SUBDATASET_FIELDS.items():
-            vals = [_clean(str(sd[key])) for sd in subds
-                    if isinstance(sd, dict) and sd.get(key) is not None]
+            vals = [_clean(v) for sd in subds if isinstance(sd, dict)
+                    for v in subdataset_values(sd, key, get("url"))]
             if vals:
                 text[f] = SEP.join(vals)
     num = {}

@@ -24,6 +24,8 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
+import regex
+
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.locations import user_cache_dir
 
@@ -320,7 +322,29 @@ def check_regex(pattern: str):
                 scan(av[1], in_repeat)
 
     scan(tree, False)
-    return re.compile(pattern, re.IGNORECASE)
+    return compile_regex(pattern)
+
+
+def compile_regex(pattern: str):
+    """A pattern of the query language, compiled for matching: Python ``re``
+    syntax (check_regex parses it with ``re``'s parser), matched by the
+    ``regex`` module, whose ``timeout=`` bounds a match in any thread (``re``
+    can only be interrupted by a signal, in the main thread). ``regex.V0``
+    is its ``re``-compatible dialect, with one exception handled here:
+    inside a set ``regex`` reads ``[:alpha:]`` as a POSIX class, where
+    ``re`` reads the characters ``[ : a l p h``; ``[\\:`` means the same
+    to both, everywhere a ``[:`` can stand (outside a set it opens a set
+    starting with ":", after a backslash it is a literal "[" then ":").
+    Raises ``re.error`` if ``regex`` cannot compile it."""
+    try:
+        return regex.compile(pattern.replace("[:", "[\\:"),
+                             regex.IGNORECASE | regex.V0)
+    except RecursionError:
+        raise
+    except Exception as e:
+        # regex.error, or a bug of the module on a pattern re accepts
+        # (``[^\W\w]`` raises AttributeError in regex 2026.5)
+        raise re.error(f"cannot compile this pattern ({e})") from e
 
 
 # -- the parser ---------------------------------------------------------------------------
