@@ -9,6 +9,9 @@ A registry with generated records (13,000 by default) is served by a real
    over one keep-alive connection, and of the same search through the
    Python API in this process (``search.search(..., limit=20,
    stats=True)``); targets (issue 10): <= 20 ms and <= 3x the Python API;
+   by default both keep answers between requests (as a deployed server
+   does: datalad.registry.result-cache); ``--no-cache`` measures every
+   request computed afresh;
 2. the overview page ``/overview/?query=haxby`` (target <= 50 ms; skipped
    when the pages module is absent);
 3. a load phase: 16 concurrent clients (threads, one requests.Session
@@ -123,8 +126,14 @@ def main(argv=None):
                     help="length of the load phase (default 60)")
     ap.add_argument("--clients", type=int, default=16,
                     help="concurrent clients of the load phase (default 16)")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="keep no answers between requests, in the server "
+                    "and in this process (datalad.registry.result-cache=0): "
+                    "what each first request of a query costs")
     args = ap.parse_args(argv)
     with workspace("bench-serve-") as (tmp, env):
+        if args.no_cache:
+            env = dict(env, DATALAD_REGISTRY_RESULT__CACHE="0")
         os.environ.update(env)  # before DataLad reads its configuration
         import requests
         from datalad.api import registry_sync

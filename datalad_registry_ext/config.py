@@ -16,6 +16,7 @@ IMPORT_MAX_BYTES = "datalad.registry.import-max-bytes"
 IMPORT_MAX_RATIO = "datalad.registry.import-max-ratio"
 RESPONSE_MAX_BYTES = "datalad.registry.response-max-bytes"
 HTTP_TIMEOUT = "datalad.registry.http-timeout"
+RESULT_CACHE = "datalad.registry.result-cache"
 
 # DataLad-Registry's five, plus the legacy extractors that describe a dataset
 # as a whole.
@@ -31,6 +32,17 @@ DEFAULT_EXTRACTORS = (
 
 
 def register():
+    register_config(
+        RESULT_CACHE,
+        "Search answers kept per process",
+        description=(
+            "How many search answers (counts, statistics, pages of up to "
+            "200 records) a long-running process such as registry-serve "
+            "keeps, each valid until its index changes. 0 keeps none."),
+        type=EnsureInt(),
+        default=256,
+        scope="global",
+    )
     register_config(
         DATASET,
         "Location of the dataset registry",

@@ -13,12 +13,17 @@ own records, whether the registry moved (:mod:`index_sync`).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from datalad import cfg
+
+from datalad_registry_ext import config
 from datalad_registry_ext import engine as engine_mod
 from datalad_registry_ext.engine import Engine, EngineError
 from datalad_registry_ext.index import Index, IndexCorrupt, all_indexes, local_index
@@ -197,6 +202,92 @@ def _full(tagged) -> list[dict]:
     return [full.get((id(eng), r["url"]), r) for r, eng in tagged]
 
 
+# -- answers kept per process ------------------------------------------------------
+#
+# A server answers the same queries again and again (its pages 1, 2, 3, the
+# examples on its overview). A search database never changes in place: a
+# change is a new file with a new fingerprint, so an answer keyed by the
+# files and fingerprints of the engines it came from stays right for as long
+# as those engines are the current ones.
+
+#: how many answers (counts, statistics, pages) are kept; 0 keeps none;
+#: None: ``datalad.registry.result-cache`` (read once)
+RESULT_CACHE_SIZE: int | None = None
+#: pages longer than this are not kept (light records are ~1 KB each)
+CACHE_MAX_PAGE = 200
+
+_results: OrderedDict = OrderedDict()
+_results_lock = threading.Lock()
+
+
+def _state(found: list[Engine]) -> tuple:
+    return tuple((eng.path, eng.fingerprint) for eng in found)
+
+
+def _cache_size() -> int:
+    global RESULT_CACHE_SIZE
+    if RESULT_CACHE_SIZE is None:
+        try:
+            RESULT_CACHE_SIZE = max(0, int(cfg.obtain(config.RESULT_CACHE)))
+        except (TypeError, ValueError):
+            RESULT_CACHE_SIZE = 256
+    return RESULT_CACHE_SIZE
+
+
+def _cached(key, compute):
+    size = _cache_size()
+    if size <= 0:
+        return compute()
+    with _results_lock:
+        if key in _results:
+            _results.move_to_end(key)
+            return _results[key]
+    value = compute()
+    with _results_lock:
+        _results[key] = value
+        while len(_results) > size:
+            _results.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every kept answer."""
+    with _results_lock:
+        _results.clear()
+
+
+def _count(found, tree) -> int:
+    return _cached((_state(found), "count", tree),
+                   lambda: sum(eng.count(tree) for eng in found))
+
+
+def _stats(found, tree) -> dict:
+    # one engine sums its unique statistics itself; several give a row per
+    # dataset id, merged across them
+    # (an empty index, e.g. a registry's own before its first submit, adds
+    # nothing)
+    held = [eng for eng in found if len(eng)]
+    merged = _cached((_state(found), "stats", tree), lambda: engine_mod
+                     .merge_stats([eng.stats(tree, len(held) > 1)
+                                   for eng in held]))
+    return copy.deepcopy(merged)  # callers may change theirs
+
+
+def _page(found, tree, order_by, order_dir, need):
+    if need is None or need > CACHE_MAX_PAGE:
+        return _ordered_page(found, tree, order_by, order_dir, need)
+    position = {id(eng): i for i, eng in enumerate(found)}
+
+    def compute():
+        # engines by position: the cached answer must not hold engines
+        # that may be closed and reopened meanwhile
+        return [(r, position[id(eng)]) for r, eng in
+                _ordered_page(found, tree, order_by, order_dir, need)]
+    kept = _cached((_state(found), "page", tree, order_by, order_dir, need),
+                   compute)
+    return [(dict(r), found[i]) for r, i in kept]
+
+
 def search(registry: Path, query: str | None = None, *,
            order_by: str = "last_update_dt", order_dir: str = "desc",
            offset: int = 0, limit: int | None = None,
@@ -221,12 +312,11 @@ def search(registry: Path, query: str | None = None, *,
     require_registry(registry)
     found = engines(registry, source)
     try:
-        total = sum(eng.count(tree) for eng in found)
+        total = _count(found, tree)
         need = None if limit is None else offset + limit
-        tagged = _ordered_page(found, tree, order_by, order_dir, need)[offset:]
+        tagged = _page(found, tree, order_by, order_dir, need)[offset:]
         records = _full(tagged) if metadata else [r for r, _ in tagged]
-        merged = engine_mod.merge_stats([eng.stats(tree) for eng in found]) \
-            if stats else None
+        merged = _stats(found, tree) if stats else None
     except QueryError as e:
         if e.query:
             raise

@@ -645,9 +645,11 @@ def test_stats_sums_beyond_64_bits(tmp_path):
             for i in range(3)]
     build(tmp_path / "x.sqlite", recs, "fp")
     with Engine.open(tmp_path / "x.sqlite", "fp") as eng:
-        assert merge_stats([eng.stats("")]) == collection_stats(recs)
-        assert merge_stats([eng.stats("big1 OR big2")]) == \
-            collection_stats(recs[1:])
+        for rows in (True, False):
+            assert merge_stats([eng.stats("", rows)]) == \
+                collection_stats(recs)
+            assert merge_stats([eng.stats("big1 OR big2", rows)]) == \
+                collection_stats(recs[1:])
 
 
 @pytest.mark.parametrize("query", ["", "tags:v1", "NOT tags:v1",
@@ -658,6 +660,8 @@ def test_stats_equal_collection_stats(tmp_path_factory, query):
     expected = collection_stats([recs[i] for i in view.search(query)])
     with _open(tmp_path_factory, recs) as eng:
         assert merge_stats([eng.stats(parse(query))]) == expected
+        # summed in SQL, as the only engine of a search
+        assert merge_stats([eng.stats(parse(query), False)]) == expected
     # the same records split over three databases (copies of a ds_id in
     # several of them)
     parts = []
@@ -668,10 +672,19 @@ def test_stats_equal_collection_stats(tmp_path_factory, query):
 
 
 def test_stats_of_realistic_records(engine, reference, realistic):
+    summed = None
     for q in BENCH_QUERIES + ["", "tags:v1 OR url:x.org"]:
         expected = collection_stats([realistic[i]
                                      for i in reference.search(q)])
         assert merge_stats([engine.stats(q)]) == expected, q
+        part = engine.stats(q, False)
+        assert merge_stats([part]) == expected, q
+        if part["unique"] is None:  # summed in SQL (no odd record matched)
+            summed = part
+    # most queries match no odd record: their unique statistics are summed
+    assert summed is not None
+    with pytest.raises(ValueError):
+        merge_stats([summed, engine.stats("")])
 
 
 def test_merge_stats_of_nothing():
