@@ -16,12 +16,16 @@ command_suite = (
          "registry-submit", "registry_submit"),
         ("datalad_registry_ext.commands.extract", "RegistryExtract",
          "registry-extract", "registry_extract"),
+        ("datalad_registry_ext.commands.update", "RegistryUpdate",
+         "registry-update", "registry_update"),
         ("datalad_registry_ext.commands.sync", "RegistrySync",
          "registry-sync", "registry_sync"),
         ("datalad_registry_ext.commands.search", "RegistrySearch",
          "registry-search", "registry_search"),
         ("datalad_registry_ext.commands.serve", "RegistryServe",
          "registry-serve", "registry_serve"),
+        ("datalad_registry_ext.commands.on_push", "RegistryOnPush",
+         "registry-on-push", "registry_on_push"),
     ],
 )
 

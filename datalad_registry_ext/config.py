@@ -4,7 +4,7 @@ Registered with DataLad's config machinery, so each one can also be given as
 an environment variable (``datalad.registry.dataset`` is
 ``DATALAD_REGISTRY_DATASET``) and shows up in ``datalad configuration``.
 """
-from datalad.support.constraints import EnsureInt, EnsureStr
+from datalad.support.constraints import EnsureBool, EnsureInt, EnsureStr
 from datalad.support.extensions import register_config
 
 DATASET = "datalad.registry.dataset"
@@ -17,6 +17,11 @@ IMPORT_MAX_RATIO = "datalad.registry.import-max-ratio"
 RESPONSE_MAX_BYTES = "datalad.registry.response-max-bytes"
 HTTP_TIMEOUT = "datalad.registry.http-timeout"
 RESULT_CACHE = "datalad.registry.result-cache"
+INCREMENTAL_SYNC = "datalad.registry.incremental-sync"
+UPDATE_BACKOFF_BASE = "datalad.registry.update-backoff-base"
+UPDATE_BACKOFF_CAP = "datalad.registry.update-backoff-cap"
+UPDATE_MAX_FAILURES = "datalad.registry.update-max-failures"
+UPDATE_TIMEOUT = "datalad.registry.update-timeout"
 
 # DataLad-Registry's five, plus the legacy extractors that describe a dataset
 # as a whole.
@@ -32,6 +37,18 @@ DEFAULT_EXTRACTORS = (
 
 
 def register():
+    register_config(
+        INCREMENTAL_SYNC,
+        "Sync a service incrementally",
+        description=(
+            "Whether registry-sync of a DataLad-Registry service synced "
+            "before transfers only what changed since (true) or every "
+            "record again (false)."),
+        type=EnsureBool(),
+        default=True,
+        scope="global",
+    )
+    _register_update()
     register_config(
         RESULT_CACHE,
         "Search answers kept per process",
@@ -136,6 +153,51 @@ def register():
             "registry-submit --to wait for a remote registry to connect or "
             "to send more data before the attempt counts as failed (failed "
             "attempts are retried a few times, with back-off)."),
+        type=EnsureInt(),
+        default=60,
+        scope="global",
+    )
+
+
+def _register_update():
+    """registry-update's items (durations: seconds, or 30m, 6h, 2d)."""
+    register_config(
+        UPDATE_BACKOFF_BASE,
+        "Wait after a repository's first failed check",
+        description=(
+            "After a failed check registry-update leaves a repository alone "
+            "for this long, doubled after every further consecutive failure "
+            "(up to update-backoff-cap). A duration: seconds, or a number "
+            "with s, m, h, d or w."),
+        type=EnsureStr(),
+        default="1h",
+        scope="global",
+    )
+    register_config(
+        UPDATE_BACKOFF_CAP,
+        "Longest wait between checks of a failing repository",
+        description=(
+            "The back-off of registry-update never exceeds this duration."),
+        type=EnsureStr(),
+        default="7d",
+        scope="global",
+    )
+    register_config(
+        UPDATE_MAX_FAILURES,
+        "Consecutive failed checks after which a repository is unreachable",
+        description=(
+            "registry-update skips a repository whose last this many checks "
+            "failed, unless --force is given; a successful check or a "
+            "re-submission resets the count."),
+        type=EnsureInt(),
+        default=10,
+        scope="global",
+    )
+    register_config(
+        UPDATE_TIMEOUT,
+        "Seconds registry-update waits for a repository to answer",
+        description=(
+            "A git ls-remote that takes longer counts as a failed check."),
         type=EnsureInt(),
         default=60,
         scope="global",

@@ -192,7 +192,8 @@ __all__ = ["SCHEMA_VERSION", "Builder", "Engine", "EngineError",
 
 lgr = logging.getLogger("datalad.registry_ext.engine")
 
-SCHEMA_VERSION = 3
+# 4: the columns of n_failed_chks and last_failed_chk_dt (registry-update)
+SCHEMA_VERSION = 5
 
 #: search.order_records' keys (DataLad-Registry's), from the catalogue
 ORDER_KEYS = RECORD_ORDER_KEYS
@@ -1868,6 +1869,14 @@ class Engine:
                      order_dir: str = "desc"):
         """Yield the full records matching ``query`` (None: all) in order,
         without loading them all at once (for exports)."""
+        for _, _, full in self.iter_docs(query, order_by, order_dir):
+            yield json.loads(full)
+
+    def iter_docs(self, query=None, order_by: str = "last_update_dt",
+                  order_dir: str = "desc"):
+        """Yield ``(API id, url, stored JSON text)`` of the records matching
+        ``query`` (None: all) in order, without parsing them (the url is
+        None for a URL SQLite cannot hold: read it from the text)."""
         col = _rank_column(order_by, order_dir)
         tree, c, text = self._prepare(MatchAll() if query is None else query)
         src, where = self._source(c, need_r=True)
@@ -1889,13 +1898,13 @@ class Engine:
             chunk = rids[i:i + 256]
             with self._connection() as conn:
                 try:
-                    found = dict(conn.db.execute(
-                        f'SELECT rid, "full" FROM doc WHERE rid IN '
-                        f'({", ".join("?" * len(chunk))})', chunk))
+                    found = {rid: rest for rid, *rest in conn.db.execute(
+                        f'SELECT rid, id, url, "full" FROM doc WHERE rid IN '
+                        f'({", ".join("?" * len(chunk))})', chunk)}
                 except sqlite3.DatabaseError as e:
                     raise self._damaged(e) from e
             for rid in chunk:
-                yield json.loads(found[rid])
+                yield tuple(found[rid])
 
     def records(self, urls) -> dict:
         """``{url: full record}`` of the records with these URLs (URLs not

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -43,16 +44,24 @@ def env(extra: dict | None = None) -> dict:
     return e
 
 
+class GitTimeout(RepositoryError):
+    """git did not finish within its time limit (a server that accepts a
+    connection and never answers)."""
+
+
 def run(args, cwd=None, *, input: bytes | str | None = None,
-        extra_env: dict | None = None, program=None
-        ) -> subprocess.CompletedProcess:
+        extra_env: dict | None = None, program=None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run git (or ``program``) with ``args``; bytes in, bytes out, no check.
 
-    Raises RepositoryError only if the program cannot be started at all.
+    Raises RepositoryError only if the program cannot be started at all, and
+    :class:`GitTimeout` when ``timeout`` (seconds) passes first.
     """
     cmd = [*(program or ["git"]), *args]
     if isinstance(input, str):
         input = input.encode("utf-8")
+    if timeout is not None:
+        return _run_with_timeout(cmd, cwd, input, extra_env, timeout)
     try:
         return subprocess.run(cmd, cwd=cwd, input=input, capture_output=True,
                               env=env(extra_env))
@@ -60,15 +69,51 @@ def run(args, cwd=None, *, input: bytes | str | None = None,
         raise RepositoryError(f"cannot run {cmd[0]}: {e.strerror or e}") from e
 
 
+def _run_with_timeout(cmd, cwd, input, extra_env, timeout: float):
+    # git runs helpers (git-remote-http, ssh, upload-pack) as children of its
+    # own: killing git alone would leave a helper waiting on the silent
+    # server, holding our pipes open. A session of its own lets the whole
+    # group go at once.
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(extra_env),
+                                stdin=subprocess.PIPE if input else
+                                subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    except OSError as e:
+        raise RepositoryError(f"cannot run {cmd[0]}: {e.strerror or e}") from e
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        raise GitTimeout(f"no answer within {timeout:g} s") from None
+    except BaseException:
+        # e.g. KeyboardInterrupt: leave no git behind
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
 def git(args, cwd=None, *, check: bool = True, secrets=(), input=None,
-        extra_env: dict | None = None, program=None) -> str:
+        extra_env: dict | None = None, program=None,
+        timeout: float | None = None) -> str:
     """Run git, return its stdout as text; on failure raise RepositoryError
-    whose message is git's last lines of stderr, credentials removed."""
-    proc = run(args, cwd, input=input, extra_env=extra_env, program=program)
+    whose message is git's last lines of stderr, credentials removed (and
+    :class:`GitTimeout` after ``timeout`` seconds, whatever ``check``)."""
+    proc = run(args, cwd, input=input, extra_env=extra_env, program=program,
+               timeout=timeout)
     if check and proc.returncode != 0:
         name = (program or ["git"])[-1]
         msg = decode(proc.stderr).strip() or decode(proc.stdout).strip() or (

@@ -32,7 +32,7 @@ from datalad_registry_ext.aggregate import dump_aggregated
 from datalad_registry_ext.gitcmd import git
 from datalad_registry_ext.gitcmd import ok as git_ok
 from datalad_registry_ext.index import Index, IndexCorrupt, local_index
-from datalad_registry_ext.records import new_record
+from datalad_registry_ext.records import CHECK_FAILURE_FIELDS, new_record
 
 lgr = logging.getLogger("datalad.registry_ext.index_sync")
 
@@ -139,6 +139,13 @@ def rebuild_index(registry: Path, index: Index | None = None) -> int:
             if old:
                 rec["metadata"] = old.get("metadata") or []
                 rec["extraction_failures"] = old.get("extraction_failures") or {}
+                # registry-update's checks live in the index only: a rebuild
+                # must not restart a back-off or re-check what was checked
+                for f in CHECK_FAILURE_FIELDS:
+                    rec[f] = old.get(f)
+                if str(old.get("last_chk_dt") or "") > str(
+                        rec.get("last_chk_dt") or ""):
+                    rec["last_chk_dt"] = old["last_chk_dt"]
             records.append(rec)
         if head:
             metadata_from_registry(
@@ -252,15 +259,24 @@ def refs_warning_outcomes(registry: Path) -> list[dict]:
              "status": "ok", "message": message}]
 
 
-def metadata_from_registry(registry: Path, records: dict[str, dict]) -> None:
+def metadata_from_registry(registry: Path, records: dict[str, dict], *,
+                           plain: dict | None = None,
+                           aggregated: list[dict] | None = None) -> None:
     """Fill records' ``metadata`` from the registry: the entries committed
     for plain git repositories (:func:`registry.read_plain_metadata`), then
     the aggregated metalad store.
 
     ``records`` maps registry paths to records (changed in place). Entries
     read from the registry replace those of the same extractor; others stay.
+    ``plain`` and ``aggregated``, when given, are used instead of reading
+    the whole file and store (a superdataset source reads only what changed,
+    :mod:`superdatasets`).
     """
-    for path, by_extractor in reg.read_plain_metadata(registry).items():
+    if plain is None:
+        plain = reg.read_plain_metadata(registry)
+    if aggregated is None:
+        aggregated = dump_aggregated(registry)
+    for path, by_extractor in plain.items():
         rec = records.get(path)
         if rec is None:
             continue
@@ -268,7 +284,7 @@ def metadata_from_registry(registry: Path, records: dict[str, dict]) -> None:
         entries.update(by_extractor)
         rec["metadata"] = sorted(entries.values(),
                                  key=lambda e: e["extractor_name"])
-    for item in dump_aggregated(registry):
+    for item in aggregated:
         rec = records.get(item["dataset_path"])
         if rec is None:
             continue

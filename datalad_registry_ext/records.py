@@ -90,6 +90,24 @@ CATALOGUE: tuple[Field, ...] = (
     Field("last_update_dt", "date", "when the facts last changed (UTC)",
           order=True, search="field", column="UPDATED"),
     Field("last_chk_dt", "date", "when the repository was last checked (UTC)"),
+    # registry-update's record of failed checks: state of this registry's
+    # checks, not facts of the repository, so kept in the index only
+    Field("n_failed_chks", "int", "consecutive failed checks by "
+          "``registry-update`` (0 or null: the last check succeeded); "
+          "checks back off exponentially, and past "
+          "``datalad.registry.update-max-failures`` the repository is "
+          "unreachable and skipped", api=False, committed=False,
+          search="field"),
+    Field("last_chk_error", "text", "why the last failed check failed "
+          "(null once a check succeeds)", api=False, committed=False),
+    Field("last_failed_chk_dt", "date", "when a check last failed (UTC)",
+          api=False, committed=False, search="field"),
+    # registry-update --discover: committed, so a clone of the registry and
+    # an index rebuilt from it keep the flag
+    Field("dashboard_gone_dt", "date", "when DataLad's usage dashboard "
+          "(``registry-update --discover``) was first seen to list the "
+          "repository as gone (UTC); null while it lists it as active or "
+          "does not list it", api=False, search="field"),
     Field("processed", "bool", "true once facts were computed"),
     Field("metadata", "json", "metadata records, the latest one per "
           "extractor", committed=False, search="default", column="EXTRACTORS"),
@@ -141,6 +159,10 @@ class Record(TypedDict, total=False):
     git_objects_kb: int | None
     last_update_dt: str | None
     last_chk_dt: str | None
+    n_failed_chks: int | None
+    last_chk_error: str | None
+    last_failed_chk_dt: str | None
+    dashboard_gone_dt: str | None
     processed: bool
     metadata: list
     subdatasets: list
@@ -183,6 +205,18 @@ def new_record(url: str, **facts) -> Record:
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+#: registry-update's record of failed checks (see the catalogue)
+CHECK_FAILURE_FIELDS = ("n_failed_chks", "last_chk_error",
+                        "last_failed_chk_dt")
+
+
+def checked(record: dict, when: str) -> dict:
+    """``record`` as checked successfully at ``when``: ``last_chk_dt`` set,
+    the failed checks forgotten (a success ends any back-off)."""
+    return dict(record, last_chk_dt=when,
+                **{f: None for f in CHECK_FAILURE_FIELDS})
 
 
 def changed_facts(old: dict | None, new: dict) -> list[str]:

@@ -46,9 +46,11 @@ from datalad_registry_ext.index_sync import (
     refs_warning_outcomes,
 )
 from datalad_registry_ext.records import (
+    CHECK_FAILURE_FIELDS,
     LOCAL_SOURCE,
     canonical_url,
     changed_facts,
+    checked,
     new_record,
     now_iso,
     registry_path_for_url,
@@ -198,7 +200,9 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
                   if r.get("url")}
         current = {r["url"]: r for r in own_records(registry, index)}
         now = now_iso()
-        outcomes, changed_records = [], []
+        # re-submitted unchanged after failed checks of registry-update: the
+        # end of the back-off goes to the index only (nothing to commit)
+        outcomes, changed_records, checked_records = [], [], []
         for c, facts in ok:
             committed = by_key.get(c.key)
             old = current.get(committed["url"]) if committed else None
@@ -220,11 +224,16 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
             rec.update(facts, processed=True, source=LOCAL_SOURCE)
             changes = changed_facts(old, rec)
             if not changes:
+                cur = current.get(old["url"])
+                if cur and any(cur.get(f) for f in CHECK_FAILURE_FIELDS):
+                    old = checked(cur, now)
+                    checked_records.append(old)
                 outcomes.append(_outcome(
                     c, "notneeded", f"{rec['url']} is registered and unchanged",
                     record=old, change="unchanged", changed=[]))
                 continue
-            rec.update(last_update_dt=now, last_chk_dt=now)
+            rec = checked(rec, now)
+            rec.update(last_update_dt=now)
             changed_records.append(rec)
             before = {f: old.get(f) for f in changes}
             outcomes.append(_outcome(
@@ -239,6 +248,13 @@ def _commit_batch(registry: Path, index: Index, ok) -> list[dict]:
                     txn.put(rec)
                 txn.set_meta(registry_head=commit,
                              metadata_state=reg.metadata_state(registry))
+        if checked_records:
+            with index.transaction() as txn:
+                for rec in checked_records:
+                    # the index may have moved on (extraction): only the
+                    # check's fields are ours to set
+                    cur = txn.get(rec["url"]) or rec
+                    txn.put(checked(cur, rec["last_chk_dt"]))
         return outcomes
 
 

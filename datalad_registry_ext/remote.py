@@ -260,6 +260,10 @@ class Service:
         self.timeout = float(cfg.obtain(config.HTTP_TIMEOUT))
         self.cap = int(cfg.obtain(config.RESPONSE_MAX_BYTES))
         self.sleep = time.sleep
+        #: what was transferred: requests sent (every attempt) and bytes
+        #: of answers received (bodies, as decoded), for the sync's result
+        self.requests = 0
+        self.received = 0
 
     def close(self) -> None:
         self.session.close()
@@ -286,15 +290,18 @@ class Service:
         return self.base + path
 
     def _send(self, method: str, url: str, what: str, *, params=None,
-              body=None, stream: bool = False) -> requests.Response:
+              body=None, stream: bool = False, headers=None
+              ) -> requests.Response:
         """One request, retried on connection errors, time-outs, 429 and
         5xx; the response of the last attempt whatever its status."""
         delay = BACKOFF
         for attempt in range(1, ATTEMPTS + 1):
             last = attempt == ATTEMPTS
+            self.requests += 1
             try:
                 resp = self.session.request(
                     method, url, params=params, json=body, stream=True,
+                    headers=headers,
                     timeout=(min(self.timeout, 30.0), self.timeout))
             except requests.TooManyRedirects:
                 raise self.error(what, "the service redirects in a loop "
@@ -338,7 +345,7 @@ class Service:
             if length and length.isdigit() and int(length) > self.cap:
                 raise too_big
             chunks, n = [], 0
-            for chunk in resp.iter_content(_CHUNK):
+            for chunk in self._chunks(resp):
                 n += len(chunk)
                 if n > self.cap:
                     raise too_big
@@ -348,6 +355,12 @@ class Service:
             raise _Retryable(_reason(e)) from None
         finally:
             resp.close()
+
+    def _chunks(self, resp: requests.Response):
+        """The body of ``resp``, a chunk at a time, counted."""
+        for chunk in resp.iter_content(_CHUNK):
+            self.received += len(chunk)
+            yield chunk
 
     def exchange(self, method: str, url: str, what: str, *, params=None,
                  body=None) -> Answer:
@@ -510,7 +523,7 @@ class Service:
         count, size, pending = 0, 0, False
         shown = time.monotonic()
         try:
-            for chunk in resp.iter_content(_CHUNK):
+            for chunk in self._chunks(resp):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise self.error(
@@ -544,8 +557,11 @@ class Service:
             progress(count, total)
         return count
 
-    def _pages(self, out, query, total, max_bytes, progress) -> Download:
-        params = {"return_metadata": "content", "per_page": PER_PAGE,
+    def _pages(self, out, query, total, max_bytes, progress, *,
+               metadata: str = "content") -> Download:
+        """Every page into ``out`` (records with ``metadata`` content or
+        references); ``total`` None: the first page's."""
+        params = {"return_metadata": metadata, "per_page": PER_PAGE,
                   "order_by": "url", "order_dir": "asc"}
         if query and query.strip():
             params["search"] = query
@@ -561,6 +577,8 @@ class Service:
             if obj["cur_pg_num"] != number:
                 raise self.error(what, f"the service answered with page "
                                  f"{obj['cur_pg_num']} instead")
+            if total is None:
+                total = got.total = total_of(obj)
             if total_of(obj) != total:
                 raise self.error(
                     what, f"the total changed from {total} to "
@@ -606,6 +624,126 @@ class Service:
                 f"but the service announced {total} (a page missing?); "
                 "nothing was imported (run registry-sync again)")
         return got
+
+    # -- what changed (incremental syncs) --------------------------------------
+    def digests(self, query: str | None = None, etag: str | None = None
+                ) -> "Digests | None":
+        """The service's ``{url: (id, digest)}`` of every record (matching
+        ``query``), from ``/all?digests=true`` (registry-serve); with
+        ``etag``, asked conditionally: ``Digests(unchanged=True)`` when the
+        collection is the one that tag names. None when the service has no
+        digests (DataLad-Registry: no ``/all``, or one that ignores the
+        parameter and streams records -- abandoned at its first line)."""
+        what = "the record digests (GET .../dataset-urls/all?digests=true)"
+        params = {"digests": "true"}
+        if query and query.strip():
+            params["search"] = query
+        headers = {"If-None-Match": etag} if etag else None
+        for attempt in range(1, ATTEMPTS + 1):
+            resp = self._send("GET", self._url(STREAM), what, params=params,
+                              headers=headers)
+            try:
+                if resp.status_code == 304:
+                    return Digests(etag=etag, unchanged=True)
+                if resp.status_code in (404, 405, 501):
+                    return None
+                if resp.status_code != 200:
+                    answer = Answer(resp.status_code, dict(resp.headers),
+                                    self._read_quietly(resp), resp.url)
+                    raise self.refusal(answer, "the query" if
+                                       resp.status_code in (400, 422)
+                                       else what)
+                if "html" in resp.headers.get("Content-Type", "").lower():
+                    raise self.error(what, "the answer is an HTML page, not "
+                                     "JSON Lines")
+                got = Digests(etag=resp.headers.get("ETag"))
+                if not self._digest_lines(resp, got, what):
+                    return None
+                return got
+            except _Retryable as e:
+                if attempt == ATTEMPTS:
+                    raise self.error(what, f"{e} (tried {ATTEMPTS} times); "
+                                     "nothing was imported") from None
+                self.sleep(BACKOFF * 2 ** (attempt - 1))
+            finally:
+                resp.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _digest_lines(self, resp, got: "Digests", what: str) -> bool:
+        """Read digest lines into ``got``; False at a first line that is
+        not one (a record: the service ignores ``digests``)."""
+        pending, n, size = b"", 0, 0
+        try:
+            for chunk in self._chunks(resp):
+                size += len(chunk)
+                if size > self.cap:
+                    raise self.error(
+                        what, f"the answer is larger than {self.cap} bytes "
+                        f"({config.RESPONSE_MAX_BYTES})")
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    n += 1
+                    try:
+                        obj = loads_strict(line)
+                    except (ValueError, UnicodeDecodeError):
+                        obj = None
+                    if n == 1 and not (isinstance(obj, dict)
+                                       and "digest" in obj):
+                        return False
+                    if not (isinstance(obj, dict)
+                            and isinstance(obj.get("url"), str)
+                            and isinstance(obj.get("digest"), str)
+                            and (obj.get("id") is None or (
+                                isinstance(obj["id"], int)
+                                and not isinstance(obj["id"], bool)))):
+                        raise self.error(what, f"line {n} is not a record "
+                                         "digest; nothing was imported")
+                    got.entries[obj["url"]] = (obj.get("id"), obj["digest"])
+        except requests.RequestException as e:
+            raise _Retryable(_reason(e)) from None
+        if pending.strip():
+            raise _Retryable("the stream ended mid-line")
+        return True
+
+    def light_pages(self, out, query: str | None = None, *,
+                    max_bytes: int | None = None,
+                    progress: Callable[[int, int], None] | None = None
+                    ) -> Download:
+        """Every record (matching ``query``) with metadata *references*
+        (``return_metadata=reference``), page by page into ``out`` as JSON
+        Lines: what DataLad-Registry can tell about changes, for a fraction
+        of the bytes of the records with metadata content."""
+        return self._pages(out, query, None, max_bytes, progress,
+                           metadata="reference")
+
+    def fetch(self, ids, progress: Callable[[int, int], None] | None = None
+              ) -> dict:
+        """``{id: record with metadata content, or None when the service
+        has no such record (any more)}``: ``GET /dataset-urls/{id}`` each,
+        as DataLad-Registry answers them too."""
+        ids = list(dict.fromkeys(ids))
+        out = {}
+        for i, id_ in enumerate(ids, 1):
+            what = f"record {id_} (GET .../dataset-urls/{id_})"
+            answer = self.exchange("GET", self._url(f"{LIST}/{int(id_)}"),
+                                   what)
+            if answer.status == 404:
+                out[id_] = None
+            elif answer.status != 200:
+                raise self.refusal(answer, what)
+            else:
+                obj = self.decode(answer, what)
+                if not isinstance(obj, dict) or not isinstance(
+                        obj.get("url"), str):
+                    raise self.error(what, "the answer is not a record; "
+                                     "nothing was imported")
+                out[id_] = obj
+            if progress:
+                progress(i, len(ids))
+        return out
 
     # -- search -----------------------------------------------------------------
     def search(self, query: str | None, *, order_by: str = "last_update_dt",
@@ -668,6 +806,15 @@ class Service:
 
     def link(self, path: str) -> str:
         return urljoin(self.base + "/", path.lstrip("/"))
+
+
+@dataclass
+class Digests:
+    """What :meth:`Service.digests` read: the collection's ETag and
+    ``{url: (id, digest)}``, or ``unchanged`` (a 304 to the ETag given)."""
+    etag: str | None = None
+    unchanged: bool = False
+    entries: dict = field(default_factory=dict)
 
 
 class _Retryable(Exception):

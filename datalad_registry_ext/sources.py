@@ -50,7 +50,7 @@ from typing import IO, Callable, Iterable, Iterator
 
 from datalad import cfg
 
-from datalad_registry_ext import config, gitcmd, remote
+from datalad_registry_ext import config, gitcmd, mirror, remote, superdatasets
 from datalad_registry_ext import engine as engine_mod
 from datalad_registry_ext.errors import RegistryExtError, os_error_message
 from datalad_registry_ext.files import TMP_SUFFIX, atomic_file
@@ -337,7 +337,7 @@ ACTION = "registry_sync"
 #: a source name: what ``--name`` accepts (and config subsections hold)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}$")
 _CONFIG = "datalad.registry.source"
-_CONFIG_KEY = re.compile(r"^datalad\.registry\.source\.(.+)\.(url|query)$",
+_CONFIG_KEY = re.compile(r"^datalad\.registry\.source\.(.+)\.(url|query|kind)$",
                          re.DOTALL)
 
 Progress = Callable[[str, int, int], None]
@@ -407,6 +407,8 @@ def _location_key(url: str) -> str:
     """The one spelling of a source's location (the key of its index)."""
     if remote.is_http_url(url):
         return remote.api_base(url)
+    if superdatasets.is_git_address(url):  # ssh://, host:path
+        return superdatasets.location_key(url)
     path = _source_path(url)
     return str(path) if path is not None else url
 
@@ -420,7 +422,7 @@ def remembered(location: Path) -> dict[str, dict]:
     if not is_registry(location):
         return {}
     out = gitcmd.git(["config", "--local", "-z", "--get-regexp",
-                      r"^datalad\.registry\.source\..*\.(url|query)$"],
+                      r"^datalad\.registry\.source\..*\.(url|query|kind)$"],
                      location, check=False)
     found: dict[str, dict] = {}
     for item in out.split("\0"):
@@ -431,8 +433,12 @@ def remembered(location: Path) -> dict[str, dict]:
     return {n: e for n, e in found.items() if e.get("url")}
 
 
-def _remember(location: Path, name: str, url: str, query: str | None):
+def _remember(location: Path, name: str, url: str, query: str | None,
+              kind: str | None = None):
     gitcmd.git(["config", "--local", f"{_CONFIG}.{name}.url", url], location)
+    if kind:  # what the source is, so that syncing it again needs no probe
+        gitcmd.git(["config", "--local", f"{_CONFIG}.{name}.kind", kind],
+                   location)
     if query:
         gitcmd.git(["config", "--local", f"{_CONFIG}.{name}.query", query],
                    location)
@@ -569,6 +575,15 @@ def _sync_one(location: Path, source: str, name: str | None,
     source of ``--all`` still runs)."""
     public = scrub(source)
     try:
+        if _is_superdataset(source, name, known):
+            if query is not None:
+                yield _refusal(location, "--query selects records of a "
+                               "DataLad-Registry service; a registry "
+                               "superdataset is synced whole",
+                               source=name or public)
+                return
+            yield from _sync_superdataset(location, source, name, known)
+            return
         if remote.is_http_url(source):
             yield from _sync_service(location, source, name, query, known,
                                      progress)
@@ -592,6 +607,27 @@ def _sync_one(location: Path, source: str, name: str | None,
         yield {"action": ACTION, "path": str(location), "type": "dataset",
                "source": name or public, "status": getattr(e, "status", "error"),
                "message": scrub(message)}
+
+
+def _is_superdataset(source: str, name: str | None, known: dict) -> bool:
+    """A remembered source is what it was remembered as (no probe);
+    anything else is recognised by what it is (superdatasets)."""
+    key = _location_key(source)
+    kinds = [e.get("kind") for n, e in known.items()
+             if _location_key(e["url"]) == key and name in (None, n)]
+    if kinds:
+        return kinds[0] == superdatasets.KIND
+    return superdatasets.is_superdataset(source)
+
+
+def _sync_superdataset(location: Path, source: str, name: str | None,
+                       known: dict) -> Iterator[dict]:
+    key = superdatasets.location_key(source)
+    name = _choose_name(known, key, name, superdatasets.derived_name(key))
+    for res in superdatasets.sync(location, source, name, importer=_replace):
+        if res["action"] == ACTION and res["status"] in ("ok", "notneeded"):
+            _remember(location, name, key, None, kind=superdatasets.KIND)
+        yield res
 
 
 def _sync_file(location: Path, path: Path, name: str | None, known: dict
@@ -648,11 +684,26 @@ def _sync_service(location: Path, url: str, name: str | None,
         result["query"] = query
     with remote.Service(base, token=remote.token_for(name), label=base,
                         name=name) as service:
+        index = source_index(location, base)
+        meta = dict(location=base, kind="datalad-registry", query=query)
+        if index.exists():
+            # synced before: transfer only what changed since (mirror.py)
+            done = mirror.sync_changes(
+                service, index, name, query, progress=progress,
+                max_bytes=_limit(config.IMPORT_MAX_BYTES),
+                importer=lambda spool: _replace(index, spool, name, dict(
+                    meta, how="incremental")))
+            if done is not None:
+                _remember(location, name, base, query)
+                for r in done:
+                    yield dict(r, path=str(location))
+                return
         first = service.probe(query)  # before anything is created
         from datalad_registry_ext.registry import ensure_registry
         ensure_registry(location)
-        index = source_index(location, base)
         stage = f"Syncing {name}"
+        # the digests (registry-serve) before the records they describe
+        digests = mirror.before_full(service, query)
         with index.locked():
             fd, spool = tempfile.mkstemp(
                 prefix=index.path.name + ".", suffix=".download" + TMP_SUFFIX,
@@ -665,8 +716,9 @@ def _sync_service(location: Path, url: str, name: str | None,
                         progress=(lambda done, total: progress(
                             stage, done, total)) if progress else None)
                 summary = _replace(index, Path(spool), name, dict(
-                    location=base, kind="datalad-registry", query=query,
-                    how=got.how))
+                    meta, how=got.how))
+                mirror.after_full(index, base, name, query, digests,
+                                  Path(spool))
             finally:
                 try:
                     os.unlink(spool)
@@ -679,6 +731,7 @@ def _sync_service(location: Path, url: str, name: str | None,
     how = "record stream" if got.how == "stream" else \
         f"{_count(len(got.pages), 'page')}"
     yield dict(result, status="ok", **_counts(summary), how=got.how,
+               requests=service.requests, received=service.received,
                message=(
                    f"imported {_count(summary.imported, 'record')} from "
                    f"{name} ({base}, {how}"
@@ -704,11 +757,14 @@ def _remove_source(location: Path, name: str) -> Iterator[dict]:
         yield dict(base, status=e.status, message=str(e))
         return
     with index.locked():
-        for path in (index.path, index.engine_path):
+        for path in (index.path, index.engine_path,
+                     mirror.state_path(index)):
             try:
                 path.unlink()
             except FileNotFoundError:
                 pass
+    if known.get(name, {}).get("kind") == superdatasets.KIND:
+        superdatasets.remove_cache(location, _location_key(known[name]["url"]))
     if name in known:
         _forget(location, name)
     yield dict(base, status="ok",

@@ -66,34 +66,59 @@ def read_url_list(path: Path | str) -> tuple[list[str], list[dict]]:
 
 
 def _read_dashboard(path: Path, text: str) -> tuple[list[str], list[dict]]:
+    urls, skipped = [], []
+    for entry in dashboard_entries(text, str(path)):
+        if entry["status"] != "active":
+            continue
+        if entry["clone_url"] is None:
+            skipped.append({"url": entry["url"], "reason": entry["reason"]})
+            continue
+        urls.append(entry["clone_url"])
+    return urls, skipped
+
+
+#: where DataLad's usage dashboard publishes its list of repositories (as
+#: DataLad-Registry's daily sync reads it)
+DASHBOARD_URL = ("https://raw.githubusercontent.com/datalad/"
+                 "datalad-usage-dashboard/master/datalad-repos.json")
+
+
+def dashboard_entries(text: str, where: str) -> list[dict]:
+    """The entries of a ``datalad-repos.json`` text (``where`` names it in
+    messages), in file order: ``{"service", "url", "status", "clone_url",
+    "reason"}``; ``status`` as given (``active`` when missing),
+    ``clone_url`` the URL DataLad-Registry clones (None for OSF, with the
+    ``reason``). UrlListError for anything but a dashboard collection."""
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise UrlListError(f"{path} is not valid JSON: {e}") from e
+        raise UrlListError(f"{where} is not valid JSON: {e}") from e
     known = set(DASHBOARD_SERVICES) | set(UNSUPPORTED_SERVICES)
     if not isinstance(data, dict) or not known & set(data):
         raise UrlListError(
-            f"{path} is JSON but not a datalad-repos.json collection (expected "
+            f"{where} is JSON but not a datalad-repos.json collection (expected "
             f"an object with some of the lists: {', '.join(sorted(known))})")
-    urls, skipped = [], []
+    out = []
     for service, entries in data.items():
         if service not in known:
             continue
         if not isinstance(entries, list):
-            raise UrlListError(f"{path}: '{service}' is not a list")
+            raise UrlListError(f"{where}: '{service}' is not a list")
         for n, entry in enumerate(entries):
             if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
                 raise UrlListError(
-                    f"{path}: entry {n} of '{service}' has no 'url'")
-            if entry.get("status", "active") != "active":
-                continue
+                    f"{where}: entry {n} of '{service}' has no 'url'")
+            status = entry.get("status", "active")
+            item = {"service": service, "url": entry["url"],
+                    "status": status if isinstance(status, str) else
+                    repr(status), "clone_url": None, "reason": None}
             if service in UNSUPPORTED_SERVICES:
-                skipped.append({"url": entry["url"],
-                                "reason": UNSUPPORTED_SERVICES[service]})
-                continue
-            url = entry["url"].rstrip("/")
-            suffix = DASHBOARD_SERVICES[service]
-            if suffix and not url.endswith(suffix):
-                url += suffix
-            urls.append(url)
-    return urls, skipped
+                item["reason"] = UNSUPPORTED_SERVICES[service]
+            else:
+                url = entry["url"].rstrip("/")
+                suffix = DASHBOARD_SERVICES[service]
+                if suffix and not url.endswith(suffix):
+                    url += suffix
+                item["clone_url"] = url
+            out.append(item)
+    return out

@@ -71,6 +71,17 @@ def downloads_left(registry: Path) -> list[Path]:
     return list(index_dir(registry).rglob("*.download.tmp"))
 
 
+@pytest.fixture(autouse=True)
+def full_syncs(monkeypatch):
+    """Every sync here downloads in full, as a first sync does: the
+    incremental ones are tested in test_sync_incremental.py."""
+    monkeypatch.setenv("DATALAD_REGISTRY_INCREMENTAL__SYNC", "false")
+    datalad.cfg.reload(force=True)
+    yield
+    monkeypatch.delenv("DATALAD_REGISTRY_INCREMENTAL__SYNC")
+    datalad.cfg.reload(force=True)
+
+
 @pytest.fixture
 def fast_retries(monkeypatch):
     monkeypatch.setattr(remote, "BACKOFF", 0.01)

@@ -16,6 +16,8 @@ from datalad_registry_ext.commands._common import (
     registry_location,
     results,
 )
+from datalad_registry_ext.commands.update import EnsureDuration
+from datalad_registry_ext.updates import parse_duration
 
 lgr = logging.getLogger("datalad.registry_ext.serve")
 
@@ -78,6 +80,15 @@ class RegistryServe(Interface):
             doc="""accept submissions (``POST /api/v2/dataset-urls``) of
             remote URLs and register them in the background. Without it the
             server is read-only."""),
+        update_every=Parameter(
+            args=("--update-every",),
+            metavar="DURATION",
+            doc="""run ``registry-update`` in the background this often
+            (``30m``, ``6h``, ``1d``; plain numbers are seconds), the first
+            time one interval after the start. A run is skipped while
+            another update of the registry runs; searches go on during
+            it.""",
+            constraints=EnsureDuration()),
     )
 
     _examples_ = [
@@ -89,6 +100,12 @@ class RegistryServe(Interface):
                      "allow_submit=True)",
              code_cmd="datalad registry-serve -d /srv/lab-registry "
                       "--port 8080 --allow-submit"),
+        dict(text="Serve a registry and check its repositories every "
+                  "six hours",
+             code_py="registry_serve(dataset='/srv/lab-registry', "
+                     "update_every='6h')",
+             code_cmd="datalad registry-serve -d /srv/lab-registry "
+                      "--update-every 6h"),
         dict(text="Query a running server",
              code_cmd="curl 'http://127.0.0.1:5000/api/v2/dataset-urls"
                       "?search=haxby&per_page=5'"),
@@ -98,7 +115,7 @@ class RegistryServe(Interface):
     @datasetmethod(name="registry_serve")
     @eval_results
     def __call__(*, dataset=None, host="127.0.0.1", port=5000,
-                 allow_submit=False):
+                 allow_submit=False, update_every=None):
         location = registry_location(dataset)
         common = dict(action=ACTION, logger=lgr, refds=str(location))
         try:
@@ -114,7 +131,9 @@ class RegistryServe(Interface):
                          "datalad-registry-ext[serve]"), **common)
             return
         yield from results(
-            serve(location, host=host, port=port, allow_submit=allow_submit),
+            serve(location, host=host, port=port, allow_submit=allow_submit,
+                  update_every=parse_duration(update_every)
+                  if update_every else None),
             common=common, path=location)
 
     @staticmethod

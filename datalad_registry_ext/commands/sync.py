@@ -40,6 +40,15 @@ class RegistrySync(Interface):
     - a JSON Lines file (plain or gzip-compressed) with one DataLad-Registry
       API v2 record per line, as DataLad-Registry's bulk export and
       ``registry-search --export`` write them;
+    - a registry superdataset (another registry, published with its
+      ``refs/datalad/*``): its URL (``https://``, ``http://`` including
+      git's dumb HTTP, ``ssh://``, ``host:path``, ``file://``) or local
+      path. It is recognised by what it is (git can fetch it, and it holds
+      ``.datalad/registry/records.jsonl``), fetched into the user cache
+      and read as the registry reads its own records: committed facts, plain
+      git metadata and metalad's store. Syncing it again reads only what
+      changed since the last sync, and nothing when nothing did
+      ("unchanged");
     - the name of a remembered source.
 
     Syncing a source again replaces its records: records gone from it are
@@ -72,8 +81,9 @@ class RegistrySync(Interface):
             metavar="SOURCE",
             nargs="?",
             doc="""where to sync from: the URL of a DataLad-Registry service,
-            a JSON Lines file (``.jsonl`` or ``.jsonl.gz``) or the name of
-            a remembered source. Omit it to rebuild the registry's own
+            a JSON Lines file (``.jsonl`` or ``.jsonl.gz``), the URL or path
+            of a registry superdataset, or the name of a remembered
+            source. Omit it to rebuild the registry's own
             records."""),
         name=Parameter(
             args=("--name",),
@@ -116,6 +126,12 @@ class RegistrySync(Interface):
         dict(text="Drop a source and its records",
              code_py="registry_sync(remove='lab')",
              code_cmd="datalad registry-sync --remove lab"),
+        dict(text="Follow another registry's published superdataset "
+                  "(incremental on every later sync)",
+             code_py="registry_sync('https://data.example.org/registry.git',"
+                     " name='lab')",
+             code_cmd="datalad registry-sync "
+                      "https://data.example.org/registry.git --name lab"),
         dict(text="Import a bulk export of DataLad-Registry",
              code_py="registry_sync('registry-export.jsonl.gz')",
              code_cmd="datalad registry-sync registry-export.jsonl.gz"),

@@ -33,19 +33,26 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def create_app(registry: Path, *, allow_submit: bool = False,
-               start_worker: bool = True) -> FastAPI:
+               start_worker: bool = True,
+               update_every: float | None = None) -> FastAPI:
     """The application serving ``registry`` (kept in ``app.state.registry``).
 
     Read-only unless ``allow_submit``: then ``POST /api/v2/dataset-urls``
     queues remote URLs, and one background worker (started with the
     application unless ``start_worker`` is false) registers them with
-    ``registration.submit``.
+    ``registration.submit``. With ``update_every`` (seconds), a background
+    thread runs ``registry-update`` that often while the server runs
+    (``app.state.updater``).
     """
     # imported here, not at module level: pages imports this package
     from datalad_registry_ext.server import api, submissions
 
     registry = Path(registry).absolute()
     queue = submissions.SubmissionQueue(registry) if allow_submit else None
+    updater = None
+    if update_every:
+        from datalad_registry_ext.updates import Scheduler
+        updater = Scheduler(registry, update_every)
     app = FastAPI(
         title="Datalad Registry API", version="2.0",
         description=(
@@ -53,11 +60,13 @@ def create_app(registry: Path, *, allow_submit: bool = False,
             f"{__version__} from a registry of your own."),
         # our own /docs (offline assets) instead of FastAPI's CDN page
         docs_url=None, redoc_url=None,
-        lifespan=submissions.lifespan(queue, start_worker),
+        lifespan=_with_updater(submissions.lifespan(queue, start_worker),
+                               updater),
     )
     app.state.registry = registry
     app.state.allow_submit = allow_submit
     app.state.submissions = queue
+    app.state.updater = updater
     api.install(app)
     if importlib.util.find_spec("datalad_registry_ext.server.pages"):
         from datalad_registry_ext.server import pages
@@ -65,3 +74,20 @@ def create_app(registry: Path, *, allow_submit: bool = False,
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _with_updater(lifespan, updater):
+    """``lifespan``, and the update scheduler running while it does."""
+    if updater is None:
+        return lifespan
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def span(app):
+        async with lifespan(app):
+            updater.start()
+            try:
+                yield
+            finally:
+                updater.stop()
+    return span

@@ -185,6 +185,19 @@ def dataset_urls(request: Request,
 class DumpParams(listing.FilterParams):
     return_metadata: bool = Field(
         False, description="Include the metadata records (content).")
+    digests: bool = Field(
+        False, description="Ours: instead of the records, one "
+        "`{\"id\", \"url\", \"digest\"}` per record, the digest changing "
+        "whenever anything of the record does (what an incremental "
+        "registry-sync compares).")
+
+
+def _etag_matches(header: str | None, tag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``tag`` (weak or not)."""
+    if not header:
+        return False
+    given = [t.strip() for t in header.split(",")]
+    return "*" in given or any(t.removeprefix("W/") == tag for t in given)
 
 
 @router.get(
@@ -199,17 +212,38 @@ def dataset_urls_all(request: Request,
     line (``application/x-ndjson``), streamed as it is read; with
     ``return_metadata=true`` each carries its metadata records (as
     DataLad-Registry's PR #412). ``registry-sync`` imports the file."""
+    kind = dict(metadata=params.return_metadata, digests=params.digests)
     try:
-        records = listing.iter_records(request.app.state.registry, params,
-                                       metadata=params.return_metadata)
+        # the collection's ETag: a client that has this answer already (an
+        # incremental registry-sync) gets a 304 without a body, and the
+        # query is not even run
+        if request.headers.get("if-none-match"):
+            tag = listing.collection_tag(request.app.state.registry, params,
+                                         **kind)
+            if _etag_matches(request.headers["if-none-match"], tag):
+                return Response(status_code=304, headers={"ETag": tag})
+        tag, records = listing.dump(request.app.state.registry, params,
+                                    **kind)
     except listing.BadQuery as e:
         return envelope(400, e.message)
 
     def lines():
+        # ~64 KB per chunk: one send (one HTTP chunk) per record costs the
+        # server and the client more than the records themselves (13k
+        # digest lines: 2.7 s one by one)
+        batch, size = [], 0
         for rec in records:
-            yield json.dumps(rec, ensure_ascii=False,
-                             separators=(",", ":")) + "\n"
+            line = json.dumps(rec, ensure_ascii=False,
+                              separators=(",", ":")) + "\n"
+            batch.append(line)
+            size += len(line)
+            if size >= 65536:
+                yield "".join(batch)
+                batch, size = [], 0
+        if batch:
+            yield "".join(batch)
     return StreamingResponse(lines(), media_type=JSONL, headers={
+        "ETag": tag,
         "Content-Disposition": "attachment; filename=dataset-urls.jsonl"})
 
 

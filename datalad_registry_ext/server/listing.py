@@ -28,7 +28,9 @@ search engines: no parameter is ever used as a path.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import sqlite3
 from dataclasses import dataclass, field
@@ -440,17 +442,52 @@ def iter_records(registry: Path, params: FilterParams, *,
     asked), as a stream: each index's records in URL order, own records
     first, fetched a batch at a time. Raises :class:`BadQuery` before
     yielding anything."""
-    tree = query_tree(params)
+    return dump(registry, params, metadata=metadata)[1]
+
+
+def _collection_tag(found, params: FilterParams, kind: str) -> str:
+    """An ETag of ``/all``'s answer: the fingerprints of the indexes it is
+    read from (each changes whenever its index file is rewritten), the
+    request's parameters and the kind of answer. Equal tags, equal
+    answers; a rewrite that changed nothing gives a new tag, and the
+    client's digests then find no change."""
+    state = [kind, params.model_dump(mode="json", exclude_none=True),
+             [(Path(e.path).name, e.fingerprint) for e in found]]
+    return '"' + hashlib.sha1(json.dumps(state, sort_keys=True).encode(
+        "utf-8", "surrogatepass")).hexdigest() + '"'
+
+
+def collection_tag(registry: Path, params: FilterParams, *,
+                   metadata: bool = False, digests: bool = False) -> str:
+    """The ETag :func:`dump` would answer, without running the query."""
+    query_tree(params)
+    kind = "digests" if digests else ("content" if metadata else "plain")
     if matches_nothing(params):
-        return iter(())
+        return _collection_tag([], params, kind)
+    search_mod.require_registry(Path(registry))
+    return _collection_tag(search_mod.engines(Path(registry)), params, kind)
+
+
+def dump(registry: Path, params: FilterParams, *, metadata: bool = False,
+         digests: bool = False) -> tuple[str, Iterator[dict]]:
+    """``(ETag, records)`` of ``/all``: as :func:`iter_records`, or with
+    ``digests`` one ``{"id", "url", "digest"}`` per record instead, the
+    digest a hash of the record as stored (it changes whenever anything of
+    the record does, metadata included) -- what an incremental sync
+    compares, without reading or parsing the records."""
+    tree = query_tree(params)
+    kind = "digests" if digests else ("content" if metadata else "plain")
+    if matches_nothing(params):
+        return _collection_tag([], params, kind), iter(())
     search_mod.require_registry(Path(registry))
     found = search_mod.engines(Path(registry))
+    tag = _collection_tag(found, params, kind)
     # each engine finds its matches (the generator's first step) before the
     # response starts: a query error or time-out is still an error status,
     # not a cut stream
     streams = []
     for eng in found:
-        stream = eng.iter_records(tree, "url", "asc")
+        stream = eng.iter_docs(tree, "url", "asc")
         try:
             first = next(stream, None)
         except QueryError as e:
@@ -460,9 +497,22 @@ def iter_records(registry: Path, params: FilterParams, *,
 
     def generate():
         for first, stream in streams:
-            for rec in itertools.chain([first], stream):
+            for id_, url, full in itertools.chain([first], stream):
+                if digests and params.processed is None:
+                    # no parsing: the stored text is the record
+                    if url is None:
+                        url = json.loads(full)["url"]
+                    yield {"id": id_, "url": url, "digest": hashlib.sha1(
+                        full.encode("utf-8", "surrogatepass")).hexdigest()}
+                    continue
+                rec = json.loads(full)
                 if params.processed is not None and \
                         bool(rec.get("processed")) != params.processed:
                     continue
-                yield api_record(rec, "content" if metadata else None)
-    return generate()
+                if digests:
+                    yield {"id": id_, "url": rec["url"],
+                           "digest": hashlib.sha1(full.encode(
+                               "utf-8", "surrogatepass")).hexdigest()}
+                else:
+                    yield api_record(rec, "content" if metadata else None)
+    return tag, generate()

@@ -87,8 +87,10 @@ def _url(host: str, port: int) -> str:
 
 
 def serve(location: Path, *, host: str = "127.0.0.1", port: int = 5000,
-          allow_submit: bool = False) -> Iterator[dict]:
-    """Serve the registry at ``location`` until SIGINT/SIGTERM."""
+          allow_submit: bool = False,
+          update_every: float | None = None) -> Iterator[dict]:
+    """Serve the registry at ``location`` until SIGINT/SIGTERM; with
+    ``update_every`` (seconds), run registry-update that often meanwhile."""
     location = Path(location)
     base = {"action": ACTION, "path": str(location), "type": "dataset"}
     try:
@@ -118,13 +120,16 @@ def serve(location: Path, *, host: str = "127.0.0.1", port: int = 5000,
     with sock:
         port = sock.getsockname()[1]
         url = _url(host, port)
-        app = create_app(location, allow_submit=allow_submit)
+        app = create_app(location, allow_submit=allow_submit,
+                         update_every=update_every)
         server = _Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SECONDS, server_header=False))
         mode = "accepting submissions" if allow_submit else "read-only"
+        if update_every:
+            mode += f", updating every {update_every:g} s"
         yield dict(base, status="ok", url=url, host=host, port=port,
-                   allow_submit=allow_submit,
+                   allow_submit=allow_submit, update_every=update_every,
                    message=f"serving {location} at {url} ({mode}); "
                            "Ctrl-C stops it")
         server.run(sockets=[sock])
