@@ -561,6 +561,16 @@ def _run_gen4(ctx: _Context, name: str, cls) -> dict:
 
 # -- many datasets --------------------------------------------------------------
 
+def preload(extractors) -> None:
+    """Resolve (import) every extractor once: call it before threads that
+    run :func:`extract_dataset` start."""
+    for name in _split_names(extractors):
+        try:
+            resolve_extractor(name)
+        except Exception:
+            pass  # reported by the extraction itself
+
+
 def extract_many(paths: Sequence, extractors, *, jobs: int = 1,
                  previous: Mapping[str, Iterable] | None = None,
                  force: bool = False) -> list[list[dict]]:
@@ -572,12 +582,7 @@ def extract_many(paths: Sequence, extractors, *, jobs: int = 1,
     """
     names = _split_names(extractors)
     previous = previous or {}
-    # resolve (import) every extractor once, before any threads start
-    for name in names:
-        try:
-            resolve_extractor(name)
-        except Exception:
-            pass
+    preload(names)
 
     def one(p):
         prev = previous.get(p)

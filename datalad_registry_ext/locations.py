@@ -2,12 +2,16 @@
 
 - the default registry superdataset: ``<user data dir>/registry``
 - the index of a registry:            ``<user cache dir>/index/<key>/``
-- the clone cache:                    ``<user cache dir>/clones/<key>/<path>``
+- the clone cache, one per user, shared by all registries:
+  ``<user cache dir>/clones/by-url/<path>@<hash of the canonical URL>``
 - the lock taken while a registry is created (its own lock lives in its
   ``.git``, which does not exist yet): ``<user cache dir>/index/<key>/create.lock``
 
 ``<key>`` is derived from the registry's absolute path, so that every
-registry has its own index and clones and two registries never mix.
+registry has its own index and two registries never mix. Earlier versions
+kept one clone cache per registry, ``<user cache dir>/clones/<key>/<path>``
+(:func:`legacy_clone_cache_dir`); a clone found there is moved into the
+shared cache when its registry next uses it.
 """
 from __future__ import annotations
 
@@ -44,7 +48,15 @@ def index_dir(registry_path: Path | str) -> Path:
     return user_cache_dir() / "index" / registry_key(registry_path)
 
 
-def clone_cache_dir(registry_path: Path | str) -> Path:
+def clone_cache_dir() -> Path:
+    """The user's clone cache, shared by all registries (a directory of its
+    own below ``clones/``, so the per-registry caches of earlier versions
+    beside it are never mistaken for shared clones)."""
+    return user_cache_dir() / "clones" / "by-url"
+
+
+def legacy_clone_cache_dir(registry_path: Path | str) -> Path:
+    """Where earlier versions kept the clones of one registry."""
     return user_cache_dir() / "clones" / registry_key(registry_path)
 
 

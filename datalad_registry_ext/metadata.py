@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,7 +33,8 @@ from datalad import cfg
 from datalad_registry_ext import config, extraction
 from datalad_registry_ext import registry as reg
 from datalad_registry_ext.aggregate import add_aggregated
-from datalad_registry_ext.clones import clone_location, clone_or_update, head_of
+from datalad_registry_ext.clones import clone_or_update, head_of, using
+from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import local_index
 from datalad_registry_ext.index_sync import (
@@ -189,42 +192,62 @@ def extract(registry: Path, records: list[dict], extractors: list[str], *,
         yield _refusal(registry, name)
     if not extractors:
         return
-    clones, missing = {}, []
-    for rec in records:
-        path = clone_location(registry, canonical_url(rec["url"]))
-        if not (path / ".git").is_dir() or (
-                rec.get("head") and head_of(path) != rec["head"]):
-            # e.g. the clone cache was cleaned, the index came from a
-            # clone of the registry, or that clone pulled a newer registry
-            # than its cache: clone again, or bring the clone up to date
-            # (metadata must describe the registered HEAD)
-            try:
-                clone_or_update(rec["url"], path)
-            except RepositoryError as e:
-                missing.append((rec, str(e)))
-                continue
+    extraction.preload(extractors)
+    done = [0]
+    count_lock = threading.Lock()
+
+    def one(rec):
+        """(clone path, outcomes) or (None, why the clone is missing)."""
+        try:
+            # the clone is shared with the user's other registries: hold
+            # its lock from the check of its HEAD to the end of the
+            # extraction, so nobody moves it meanwhile
+            with using(registry, canonical_url(rec["url"])) as path:
+                if not (path / ".git").is_dir() or (
+                        rec.get("head") and head_of(path) != rec["head"]):
+                    # e.g. the clone cache was pruned, the index came from
+                    # a clone of the registry, or that clone pulled a newer
+                    # registry than the cache: clone again, or bring the
+                    # clone up to date (metadata must describe the
+                    # registered HEAD)
+                    try:
+                        clone_or_update(rec["url"], path)
+                    except RepositoryError as e:
+                        return None, f"its clone is missing and cloning " \
+                                     f"failed: {e}"
+                return path, extraction.extract_dataset(
+                    path, extractors, previous=rec.get("metadata") or [],
+                    force=force)
+        except RegistryExtError as e:
+            # another registry held the clone's lock too long, or its
+            # references file cannot be written
+            return None, str(e)
+        finally:
+            if progress:
+                with count_lock:
+                    done[0] += 1
+                    progress(done[0], len(records))
+
+    with _quiet_extractor_logs():
+        if jobs <= 1 or len(records) <= 1:
+            ran = [one(r) for r in records]
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                ran = list(pool.map(one, records))
+    clones, results, todo = {}, [], []
+    for rec, (path, got) in zip(records, ran):
+        if path is None:
+            yield _result(registry, {
+                "url": rec["url"], "registry_path": rec.get("registry_path"),
+                "extractor": None, "status": "error", "metadata": None,
+                "message": f"cannot extract metadata of {rec['url']}: "
+                           f"{got}"})
+            continue
         clones[rec["url"]] = path
-    for rec, problem in missing:
-        yield _result(registry, {
-            "url": rec["url"], "registry_path": rec.get("registry_path"),
-            "extractor": None, "status": "error", "metadata": None,
-            "message": f"cannot extract metadata of {rec['url']}: its clone "
-                       f"is missing and cloning failed: {problem}"})
-    todo = [r for r in records if r["url"] in clones]
+        results.append(got)
+        todo.append(rec)
     if not todo:
         return
-    paths = [clones[r["url"]] for r in todo]
-    previous = {p: r.get("metadata") or [] for p, r in zip(paths, todo)}
-    results = []
-    # extract_many has no progress hook; run in chunks of `jobs` to report
-    step = max(1, jobs)
-    with _quiet_extractor_logs():
-        for i in range(0, len(paths), step):
-            results += extraction.extract_many(
-                paths[i:i + step], extractors, jobs=jobs, previous=previous,
-                force=force)
-            if progress:
-                progress(min(i + step, len(paths)), len(paths))
 
     now = now_iso()
     updated, to_aggregate, outcomes = [], [], []

@@ -21,15 +21,18 @@ compares stamps instead of downloading everything:
    content and takes the page's facts (``last_chk_dt`` and the like, which
    change without the dataset changing).
 
-Records with a new stamp, and new records, are fetched one by one
-(``GET /dataset-urls/{id}``, as both services answer it); records gone from
+Records with a new stamp, and new records, are fetched by id: from
+registry-serve (``digests``) :data:`remote.BATCH_IDS` per request (``GET
+/dataset-urls/all?ids=...``), else one by one (``GET /dataset-urls/{id}``,
+as both services answer it); records gone from
 the service are removed. Stamps are always taken *before* the records they
 describe are fetched, so a record that changes meanwhile is fetched again
 next time rather than missed.
 
 All or nothing: everything is fetched before anything is written; then,
 under the index's lock, the changes are applied to a copy of the source's
-search database (:class:`engine_patch.Patcher`), the index file is
+search database (:class:`engine_patch.Patcher`; with digests the copy is
+begun in a thread as soon as they begin to arrive), the index file is
 rewritten (the store of record, streamed) and the database copy moved into
 place; the sync state comes last. A sync state that does not match the
 index file's fingerprint (a failure between those steps, an import from
@@ -37,8 +40,8 @@ elsewhere) is ignored: the next sync is a full one. So is one of another
 query or name.
 
 When many records changed (more than :data:`FETCH_SHARE` of them, or
-:data:`FETCH_MAX`), a full download costs less than fetching them one by
-one: the caller then syncs in full. When many records are to be written
+:data:`FETCH_MAX`), a full download costs less than fetching them: the
+caller then syncs in full. When many records are to be written
 (more than :data:`PATCH_SHARE`), the search database is rebuilt from a
 merged spool file rather than patched.
 """
@@ -69,7 +72,7 @@ ACTION = "registry_sync"
 STATE_SUFFIX = ".sync-state"
 STATE_VERSION = 1
 #: more changed records than this share of all, or than FETCH_MAX, are
-#: downloaded in full rather than fetched one by one
+#: downloaded in full rather than fetched by id
 FETCH_SHARE = 0.25
 FETCH_MAX = 2000
 #: more records to write than this share of all: rebuild, not patch
@@ -228,7 +231,30 @@ def _unchanged(service, index, name, query) -> list[dict]:
 
 
 def _by_digests(service, index, name, query, state, importer, progress):
-    got = service.digests(query, etag=state.get("etag"))
+    early = []
+
+    def start_copy():
+        # the collection changed: the search database is copied (in a
+        # thread) while the digests and the records are read -- the copy
+        # is the largest single cost of a small patch
+        try:
+            early.append(Patcher(index.engine_path, index.fingerprint(),
+                                 background=True))
+        except EngineError:  # _apply tries again, and says so
+            pass
+
+    try:
+        got = service.digests(query, etag=state.get("etag"),
+                              on_answer=start_copy)
+        return _digests_changed(service, index, name, query, state, importer,
+                                progress, got, early[0] if early else None)
+    finally:
+        for patcher in early:
+            patcher.abort()  # nothing once finished
+
+
+def _digests_changed(service, index, name, query, state, importer, progress,
+                     got, patcher):
     if got is None:
         raise _Full("the service has no digests any more")
     if got.unchanged:
@@ -240,8 +266,10 @@ def _by_digests(service, index, name, query, state, importer, progress):
     if _too_many(len(changed), len(current)) \
             or any(current[u][0] is None for u in changed):
         raise _Full(f"{len(changed)} records changed")
+    # a service with digests is registry-serve: many records per request
     fetched = service.fetch([current[u][0] for u in changed],
-                            _bar(progress, f"Fetching from {name}"))
+                            _bar(progress, f"Fetching from {name}"),
+                            batch=True)
     records, problems = {}, []
     for u in changed:
         obj = fetched[current[u][0]]
@@ -251,10 +279,10 @@ def _by_digests(service, index, name, query, state, importer, progress):
             continue
         records[u] = _normalized(obj, u, name, problems)
     outcome = _apply(index, service, name, query, records, gone,
-                     len(current), importer, "digests")
+                     len(current), importer, "digests", patcher=patcher)
+    # (id, digest) tuples are JSON arrays as they are: no copy of 13,000
     _save_state(index, base=service.base, name=name, query=query,
-                mode="digests", etag=got.etag,
-                entries={u: [i, d] for u, (i, d) in current.items()})
+                mode="digests", etag=got.etag, entries=current)
     return _results(service, name, query, outcome, problems, len(changed),
                     "digests")
 
@@ -332,16 +360,18 @@ def _by_stamps(service, index, name, query, state, importer, max_bytes,
 
 def _apply(index, service, name, query, records: dict, gone: list,
            total: int, importer, how: str, *, lights: dict | None = None,
-           problems: list | None = None) -> dict:
+           problems: list | None = None, patcher: Patcher | None = None
+           ) -> dict:
     """Apply the changes: ``records`` ``{url: record or None (invalid:
     removed)}``, ``gone`` URLs; with ``lights`` (stamps), ``{url: the
-    page's line}`` of the records whose metadata content is kept. Returns
-    the counts."""
-    fingerprint = index.fingerprint()
-    try:
-        patcher = Patcher(index.engine_path, fingerprint)
-    except EngineError as e:  # stale or damaged: a full sync rebuilds it
-        raise _Full(str(e)) from e
+    page's line}`` of the records whose metadata content is kept; with
+    ``patcher``, one made already (under the same lock). Returns the
+    counts."""
+    if patcher is None:
+        try:
+            patcher = Patcher(index.engine_path, index.fingerprint())
+        except EngineError as e:  # stale or damaged: a full sync rebuilds
+            raise _Full(str(e)) from e
     with patcher:
         if lights is None:
             stored = patcher.stored(list(records) + gone)

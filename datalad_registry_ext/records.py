@@ -470,9 +470,20 @@ STRICT_CONSTANTS = {"NaN": None, "Infinity": "Infinity",
                     "-Infinity": "-Infinity"}
 
 
+_STRICT_DECODER = json.JSONDecoder(parse_constant=STRICT_CONSTANTS.__getitem__)
+
+
 def loads_strict(text):
     """``json.loads`` that maps NaN/Infinity to strict JSON values."""
-    return json.loads(text, parse_constant=STRICT_CONSTANTS.__getitem__)
+    # one decoder for every call: json.loads with an argument makes a new
+    # one each time, which costs more than a short line (13,000 digest
+    # lines: 0.2 s instead of 0.07 s)
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "surrogatepass")
+    elif not isinstance(text, str) or text.startswith("\ufeff"):
+        # json.loads' own errors (a BOM, a type that is no JSON text)
+        return json.loads(text, parse_constant=STRICT_CONSTANTS.__getitem__)
+    return _STRICT_DECODER.decode(text)
 
 
 # -- records from elsewhere ---------------------------------------------------------

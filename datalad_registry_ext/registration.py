@@ -10,8 +10,9 @@ registers the batch and then extracts the metadata of what it registered
 1. clones it into the clone cache (or fetches an existing clone),
 2. computes its facts (:mod:`facts`),
 
-in parallel, and then, for the whole batch at once and under the registry's
-lock,
+in parallel, each holding that clone's lock (:func:`clones.using`: the
+cache is shared by the user's registries), and then, for the whole batch at
+once and under the registry's lock,
 
 3. commits the new and changed subdataset entries (:mod:`registry`), in one
    commit,
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 from datalad_registry_ext import facts as facts_mod
 from datalad_registry_ext import metadata
 from datalad_registry_ext import registry as reg
-from datalad_registry_ext.clones import clone_location, clone_or_update
+from datalad_registry_ext.clones import clone_or_update, using
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.gitcmd import RepositoryError
 from datalad_registry_ext.index import Index, local_index
@@ -166,12 +167,19 @@ def register(registry: Path, candidates: Iterable[Candidate], *, jobs: int = 1,
 
     def work(c: Candidate):
         try:
-            clone, _ = clone_or_update(c.source, clone_location(registry, c.key))
-            return c, facts_mod.repository_facts(clone), None
+            # the clone is shared with the user's other registries: nobody
+            # changes it between the fetch and the facts read from it
+            with using(registry, c.key) as path:
+                clone, _ = clone_or_update(c.source, path)
+                return c, facts_mod.repository_facts(clone), None
         except RepositoryError as e:
             return c, None, str(e)
         except OSError as e:
             return c, None, scrub(f"{type(e).__name__}: {e}", [c.source])
+        except RegistryExtError as e:
+            # the clone's lock held too long by another registry, or its
+            # references file cannot be written
+            return c, None, scrub(str(e), [c.source])
 
     computed = []
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

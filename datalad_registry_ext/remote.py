@@ -23,7 +23,8 @@ Every request has connect and read time-outs
 never followed to another host: the page number is taken from them and asked
 of the same service.
 
-Tokens (:func:`token_for`) come from the environment only and travel in the
+Tokens (:func:`token_for`) come from the environment or DataLad's
+credential store (never asked for) and travel in the
 ``Authorization: Bearer`` header. They are never written anywhere, and every
 message built from a server's answer has them replaced by ``***``.
 
@@ -56,6 +57,8 @@ LIST = API + "/dataset-urls"
 STREAM = LIST + "/all"
 #: records per page when paging (DataLad-Registry's maximum)
 PER_PAGE = 100
+#: ids per ``/all?ids=`` request (registry-serve's cap, server.listing)
+BATCH_IDS = 200
 #: attempts per request (connection errors, time-outs, 429, 5xx)
 ATTEMPTS = 4
 #: seconds before the first retry; doubled for each further one
@@ -65,6 +68,9 @@ MAX_WAIT = 120
 MAX_REDIRECTS = 10
 #: how a token is given: per source first, then for every service
 TOKEN_ENV = "DATALAD_REGISTRY_TOKEN"
+#: DataLad's credential (a ``Token``, its field ``token``) of every
+#: service; a source's own is ``datalad-registry-<name>``
+CREDENTIAL = "datalad-registry"
 _CHUNK = 1024 * 1024
 
 
@@ -123,15 +129,52 @@ def token_variable(name: str) -> str:
     return f"{TOKEN_ENV}_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
-def token_for(name: str | None) -> str | None:
-    """The token for the source ``name``: ``DATALAD_REGISTRY_TOKEN_<NAME>``,
-    else ``DATALAD_REGISTRY_TOKEN``, else None."""
+def credential_name(name: str) -> str:
+    """The DataLad credential of a source's own token:
+    ``datalad-registry-<name>``, the name as it is."""
+    return f"{CREDENTIAL}-{name}"
+
+
+def _stored_token(credential: str) -> str | None:
+    """The field ``token`` of DataLad's credential ``credential`` (its
+    keyring, or the setting ``datalad.credential.<credential>.token``),
+    read without ever asking for it: None when there is none or the
+    keyring cannot be read."""
+    from datalad.downloaders.credentials import Token
+    try:
+        # Token.get reads only; calling the credential would prompt
+        value = Token(credential).get("token")
+    except Exception:
+        return None
+    value = value.strip() if isinstance(value, str) else ""
+    return value or None
+
+
+def find_token(name: str | None) -> tuple[str | None, str | None]:
+    """The token for the source ``name`` and where it was found (the
+    variable's or the credential's name, never the token), the first of:
+    ``DATALAD_REGISTRY_TOKEN_<NAME>``, the credential
+    ``datalad-registry-<name>``, ``DATALAD_REGISTRY_TOKEN``, the credential
+    ``datalad-registry``; (None, None) without one."""
+    places: list[tuple[str, Callable[[], str | None]]] = []
     if name:
-        own = os.environ.get(token_variable(name))
-        if own:
-            return own.strip()
-    generic = os.environ.get(TOKEN_ENV)
-    return generic.strip() if generic else None
+        places += [(token_variable(name),
+                    lambda: os.environ.get(token_variable(name))),
+                   (credential_name(name),
+                    lambda: _stored_token(credential_name(name)))]
+    places += [(TOKEN_ENV, lambda: os.environ.get(TOKEN_ENV)),
+               (CREDENTIAL, lambda: _stored_token(CREDENTIAL))]
+    for where, read in places:
+        value = (read() or "").strip()
+        if value:
+            return value, where
+    return None, None
+
+
+def token_for(name: str | None) -> str | None:
+    """The token for the source ``name`` (see :func:`find_token`), or
+    None."""
+    return find_token(name)[0]
 
 
 # -- answers ----------------------------------------------------------------------
@@ -388,11 +431,18 @@ class Service:
             raise self.error(what, str(e), cls) from None
 
     def auth_hint(self) -> str:
+        """What to do about a 401/403: where the refused token came from,
+        or how to give one (never the token itself)."""
         if self._token:
-            return "the service does not accept the token given"
-        where = f"{token_variable(self.name)} or {TOKEN_ENV}" if self.name \
-            else TOKEN_ENV
-        return f"the service wants a token; set {where}"
+            token, where = find_token(self.name)
+            return "the service does not accept the token given" + (
+                f" (from {where})" if where and token == self._token else "")
+        variable = token_variable(self.name) if self.name else TOKEN_ENV
+        credential = credential_name(self.name) if self.name else CREDENTIAL
+        return (f"the service wants a token; set {variable}, or store it "
+                f"as DataLad's credential {credential}: python -c \"from "
+                f"datalad.downloaders.credentials import Token; "
+                f"Token('{credential}').enter_new()\"")
 
     def refusal(self, answer: Answer, what: str) -> Refused:
         """The error for a 4xx/5xx answer, with the server's own message
@@ -401,6 +451,8 @@ class Service:
         text = f"HTTP {answer.status}"
         if description:
             text += f": {description}"
+        if answer.status in (401, 403):
+            text += f"; {self.auth_hint()}"
         return self.error(what, text, Refused, code=answer.status,
                           description=description)
 
@@ -626,14 +678,17 @@ class Service:
         return got
 
     # -- what changed (incremental syncs) --------------------------------------
-    def digests(self, query: str | None = None, etag: str | None = None
+    def digests(self, query: str | None = None, etag: str | None = None, *,
+                on_answer: Callable[[], None] | None = None
                 ) -> "Digests | None":
         """The service's ``{url: (id, digest)}`` of every record (matching
         ``query``), from ``/all?digests=true`` (registry-serve); with
         ``etag``, asked conditionally: ``Digests(unchanged=True)`` when the
         collection is the one that tag names. None when the service has no
         digests (DataLad-Registry: no ``/all``, or one that ignores the
-        parameter and streams records -- abandoned at its first line)."""
+        parameter and streams records -- abandoned at its first line).
+        ``on_answer()`` is called when the digests begin to arrive (not
+        for a 304): work that needs them changed can start meanwhile."""
         what = "the record digests (GET .../dataset-urls/all?digests=true)"
         params = {"digests": "true"}
         if query and query.strip():
@@ -657,6 +712,9 @@ class Service:
                     raise self.error(what, "the answer is an HTML page, not "
                                      "JSON Lines")
                 got = Digests(etag=resp.headers.get("ETag"))
+                if on_answer is not None:
+                    on_answer()
+                    on_answer = None  # once, whatever the attempts
                 if not self._digest_lines(resp, got, what):
                     return None
                 return got
@@ -719,14 +777,26 @@ class Service:
         return self._pages(out, query, None, max_bytes, progress,
                            metadata="reference")
 
-    def fetch(self, ids, progress: Callable[[int, int], None] | None = None
-              ) -> dict:
+    def fetch(self, ids, progress: Callable[[int, int], None] | None = None,
+              *, batch: bool = False) -> dict:
         """``{id: record with metadata content, or None when the service
         has no such record (any more)}``: ``GET /dataset-urls/{id}`` each,
-        as DataLad-Registry answers them too."""
+        as DataLad-Registry answers them too; with ``batch``, first
+        :data:`BATCH_IDS` at a time from ``GET /all?ids=...``
+        (registry-serve), one by one only where the service does not
+        answer that."""
         ids = list(dict.fromkeys(ids))
         out = {}
-        for i, id_ in enumerate(ids, 1):
+        if batch:
+            for start in range(0, len(ids), BATCH_IDS):
+                got = self._fetch_batch(ids[start:start + BATCH_IDS])
+                if got is None:  # not ours, or too old: one by one
+                    break
+                out.update(got)
+                if progress:
+                    progress(len(out), len(ids))
+        done = len(out)
+        for i, id_ in enumerate([i for i in ids if i not in out], done + 1):
             what = f"record {id_} (GET .../dataset-urls/{id_})"
             answer = self.exchange("GET", self._url(f"{LIST}/{int(id_)}"),
                                    what)
@@ -744,6 +814,79 @@ class Service:
             if progress:
                 progress(i, len(ids))
         return out
+
+    def _fetch_batch(self, ids: list) -> dict | None:
+        """``{id: record or None}`` from one ``GET /all?ids=...``; None when
+        the service does not answer it: no ``/all`` (404), an ``ids`` it
+        refuses (400, 422), or one it ignores -- a stream of every record,
+        abandoned at its first record that was not asked for."""
+        what = (f"records {ids[0]} and {len(ids) - 1} more (GET "
+                ".../dataset-urls/all?ids=...)" if len(ids) > 1 else
+                f"record {ids[0]} (GET .../dataset-urls/all?ids=...)")
+        params = {"ids": ",".join(str(int(i)) for i in ids),
+                  "return_metadata": "true"}
+        for attempt in range(1, ATTEMPTS + 1):
+            resp = self._send("GET", self._url(STREAM), what, params=params)
+            try:
+                if resp.status_code in (400, 404, 405, 422, 501):
+                    return None
+                if resp.status_code != 200:
+                    answer = Answer(resp.status_code, dict(resp.headers),
+                                    self._read_quietly(resp), resp.url)
+                    raise self.refusal(answer, what)
+                if "html" in resp.headers.get("Content-Type", "").lower():
+                    raise self.error(what, "the answer is an HTML page, not "
+                                     "JSON Lines")
+                got = self._record_lines(resp, set(ids), what)
+                if got is None:
+                    return None
+                # absent: unknown to the service, as a 404 of GET /{id}
+                return {i: got.get(i) for i in ids}
+            except _Retryable as e:
+                if attempt == ATTEMPTS:
+                    raise self.error(what, f"{e} (tried {ATTEMPTS} times); "
+                                     "nothing was imported") from None
+                self.sleep(BACKOFF * 2 ** (attempt - 1))
+            finally:
+                resp.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_lines(self, resp, wanted: set, what: str) -> dict | None:
+        """``{id: record}`` of a JSON Lines answer of records with ids in
+        ``wanted``; None at a record with another id (the service ignores
+        ``ids``)."""
+        pending, n, size, got = b"", 0, 0, {}
+        try:
+            for chunk in self._chunks(resp):
+                size += len(chunk)
+                if size > self.cap:
+                    raise self.error(
+                        what, f"the answer is larger than {self.cap} bytes "
+                        f"({config.RESPONSE_MAX_BYTES})")
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    n += 1
+                    try:
+                        obj = loads_strict(line)
+                    except (ValueError, UnicodeDecodeError, RecursionError):
+                        obj = None
+                    if not (isinstance(obj, dict)
+                            and isinstance(obj.get("url"), str)
+                            and isinstance(obj.get("id"), int)
+                            and not isinstance(obj["id"], bool)):
+                        raise self.error(what, f"line {n} is not a record; "
+                                         "nothing was imported")
+                    if obj["id"] not in wanted:
+                        return None
+                    got[obj["id"]] = obj
+        except requests.RequestException as e:
+            raise _Retryable(_reason(e)) from None
+        if pending.strip():
+            raise _Retryable("the stream ended mid-line")
+        return got
 
     # -- search -----------------------------------------------------------------
     def search(self, query: str | None, *, order_by: str = "last_update_dt",

@@ -43,13 +43,14 @@ from datalad import cfg
 
 from datalad_registry_ext import config, metadata, registration
 from datalad_registry_ext import registry as reg
+from datalad_registry_ext import clones
 from datalad_registry_ext.clones import clone_location
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.files import LockTimeout, atomic_write, locked
 from datalad_registry_ext.gitcmd import RepositoryError, git
 from datalad_registry_ext.index import local_index
 from datalad_registry_ext.index_sync import own_records, reconcile_index
-from datalad_registry_ext.locations import index_dir
+from datalad_registry_ext.locations import index_dir, user_cache_dir
 from datalad_registry_ext.records import (
     canonical_url,
     checked,
@@ -154,7 +155,8 @@ def _clone_branch(registry: Path, url: str) -> str | None:
     """The default branch the clone cache's clone has checked out (its
     ``.git/HEAD``), or None: what the registry last saw as the default."""
     try:
-        text = (clone_location(registry, canonical_url(url)) / ".git" /
+        # read without the clone's lock: git replaces HEAD atomically
+        text = (clone_location(canonical_url(url)) / ".git" /
                 "HEAD").read_text(encoding="utf-8").strip()
     except (OSError, ValueError):
         return None
@@ -547,3 +549,145 @@ class Scheduler:
                           e)
                 self.last = {"status": "error", "message": str(e)}
             self.runs += 1
+
+
+# -- the clone cache: --prune ------------------------------------------------------
+
+PRUNE_ACTION = "registry_prune"
+#: a registry that used a clone this recently keeps it even though it does
+#: not list the repository (yet): its registration may be under way
+PRUNE_GRACE_SECONDS = 3600.0
+
+
+def prune(*, grace: float = PRUNE_GRACE_SECONDS) -> Iterator[dict]:
+    """Drop the clones of the user's clone cache that no registry uses;
+    yield one outcome per clone dropped, then a summary.
+
+    A clone is used by a registry its references file names
+    (:func:`clones.references`) that exists and lists the repository among
+    its committed entries (the registry's store of record; its index is
+    derived from them), or that used the clone less than ``grace`` seconds
+    ago. A registry that cannot be read keeps its clones. A clone whose
+    lock is held is in use: kept. Also dropped: the per-registry clone
+    caches of earlier versions, and clones being made by processes that
+    died more than ``grace`` seconds ago.
+    """
+    root = clones.clone_cache_dir()
+    base = {"action": PRUNE_ACTION, "type": "directory"}
+    now = datetime.now(timezone.utc)
+    listed: dict[str, set | None] = {}
+    counts = dict(dropped=0, kept=0, busy=0, legacy=0, temporaries=0,
+                  bytes=0)
+
+    def lists(registry: str, key: str) -> bool | None:
+        """Whether ``registry`` lists ``key`` (None: it is no registry)."""
+        if registry not in listed:
+            listed[registry] = _listed_keys(Path(registry))
+        keys = listed[registry]
+        if keys is None:
+            return None
+        return key in keys or "*" in keys
+
+    def users(refs: dict) -> list[str]:
+        key, out = refs["url"], []
+        for registry, when in refs["registries"].items():
+            state = lists(registry, key) if key else None
+            used = _parse_dt(when)
+            if state or (state is not None and used is not None
+                         and (now - used).total_seconds() < grace):
+                out.append(registry)
+        return out
+
+    for clone in clones.cached_clones():
+        if users(clones.references(clone)):
+            counts["kept"] += 1
+            continue
+        try:
+            # timeout 0: a clone someone holds is in use, whatever its
+            # references say
+            with locked(clones.lock_path(clone), timeout=0,
+                        what=f"the clone {clone}"):
+                # read again: a registration may have added itself
+                refs = clones.references(clone)
+                if users(refs):
+                    counts["kept"] += 1
+                    continue
+                size = clones.disk_usage(clone)
+                clones.remove_tree(clone)
+                clones.refs_path(clone).unlink(missing_ok=True)
+        except LockTimeout:
+            counts["busy"] += 1
+            continue
+        counts["dropped"] += 1
+        counts["bytes"] += size
+        yield dict(base, path=str(clone), status="ok", url=refs["url"],
+                   registries=sorted(refs["registries"]), bytes=size,
+                   message=f"dropped the clone of "
+                           f"{refs['url'] or 'an unknown repository'} "
+                           f"({_mb(size)}): {_why_unused(refs)}")
+
+    # caches of earlier versions, one per registry, never read again (their
+    # clones are moved into the shared cache only as registries use them)
+    legacy_root = user_cache_dir() / "clones"
+    try:
+        legacy = sorted(p for p in legacy_root.iterdir()
+                        if p.is_dir() and p != root)
+    except OSError:
+        legacy = []
+    for old in legacy:
+        size = clones.disk_usage(old)
+        clones.remove_tree(old)
+        counts["legacy"] += 1
+        counts["bytes"] += size
+        yield dict(base, path=str(old), status="ok", url=None, bytes=size,
+                   message=f"dropped {old} ({_mb(size)}): the clone cache of "
+                           "one registry, left by an earlier version")
+
+    cutoff = time.time() - grace
+    for tmp in clones.stale_temporaries(cutoff):
+        size = clones.disk_usage(tmp)
+        clones.remove_tree(tmp)
+        counts["temporaries"] += 1
+        counts["bytes"] += size
+
+    gone = counts["dropped"] + counts["legacy"]
+    extra = []
+    if counts["legacy"]:
+        extra.append(f"{counts['legacy']} per-registry caches of an earlier "
+                     "version dropped")
+    if counts["temporaries"]:
+        extra.append(f"{counts['temporaries']} unfinished clones removed")
+    if counts["busy"]:
+        extra.append(f"{counts['busy']} in use, kept")
+    yield dict(base, path=str(root), status="ok" if gone or counts[
+        "temporaries"] else "notneeded", summary=True, **counts,
+        message=f"registry-update --prune of {root}: {counts['dropped']} "
+                f"clones dropped, {counts['kept']} kept"
+                + "".join(f", {e}" for e in extra)
+                + f"; {_mb(counts['bytes'])} freed")
+
+
+def _listed_keys(registry: Path) -> set | None:
+    """The canonical URLs ``registry`` lists; None when it is no registry
+    (any more); ``{"*"}`` when it cannot be read (then it keeps every clone
+    it uses: better a clone too many than one cloned again for nothing)."""
+    if not reg.is_registry(registry):
+        return None
+    try:
+        entries = reg.read_entries(registry)
+    except RegistryExtError:
+        return {"*"}
+    return {canonical_url(r["url"]) for r in entries.values() if r.get("url")}
+
+
+def _why_unused(refs: dict) -> str:
+    if not refs["registries"]:
+        return "no registry uses it"
+    gone = [r for r in refs["registries"] if not reg.is_registry(Path(r))]
+    if len(gone) == len(refs["registries"]):
+        return "its registries are gone: " + ", ".join(sorted(gone))
+    return "no registry lists it any more"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"

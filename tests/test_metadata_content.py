@@ -56,7 +56,8 @@ def present_in(path) -> set:
 
 
 def clone_of(registry, url) -> Path:
-    return clone_location(registry, canonical_url(url))
+    # the cache is the user's, shared by registries: keyed by the URL only
+    return clone_location(canonical_url(url))
 
 
 def annexed_dataset(path, files=None):

@@ -205,22 +205,31 @@ def test_invalid_patterns_are_refused_when_parsed(pattern, position):
     assert ei.value.position == position
 
 
-def test_a_pattern_regex_may_fail_on_is_refused_or_works(tmp_path):
-    # re accepts [^\W\w] (matches nothing); regex 2026.5 fails compiling
-    # it (AttributeError), later releases compile it: refused when parsed
-    # with the usual message, or searched correctly -- never a crash
-    query = r'url:~"[^\W\w]"'
-    try:
-        parse(query)
-    except QueryError as e:
-        assert e.reason.startswith("invalid regular expression"), e.reason
-        assert e.position == 6
-        return
-    recs = [{"url": "https://q.org/a"}, {"url": "https://q.org/b"}]
-    build(tmp_path / "w.sqlite", recs, "fp")
-    with Engine.open(tmp_path / "w.sqlite", "fp") as eng:
-        assert eng.page(query) == []
-    assert SearchView(recs).search(query) == []
+@pytest.mark.parametrize("pattern", [
+    r"[^\W\w]", r"[^\d\D]", r"[^a\s\S]", r"x[^\w\W]y"])
+def test_negated_class_and_complement_is_refused(pattern):
+    # re: matches nothing; regex 2026.5 fails to compile it, 2026.11 matches
+    # every character: refused whichever release is installed
+    with pytest.raises(QueryError) as ei:
+        parse(f'url:~"{pattern}"')
+    assert ei.value.reason.startswith("invalid regular expression"), \
+        ei.value.reason
+    assert "complement" in ei.value.reason
+    assert ei.value.position == 6
+
+
+@pytest.mark.parametrize("pattern", [r"[\w\W]", r"[^\w\d]", r"[^\W]"])
+def test_other_sets_of_classes_mean_what_re_means(tmp_path, pattern):
+    import re
+    recs = [{"url": "https://q.org/a b-1"}, {"url": "---"}]
+    query = f'url:~"{pattern}"'
+    expected = [i for i, r in enumerate(recs)
+                if re.search(pattern, r["url"], re.I)]
+    build(tmp_path / "c.sqlite", recs, "fp")
+    with Engine.open(tmp_path / "c.sqlite", "fp") as eng:
+        assert sorted(recs.index({"url": r["url"]}) for r in eng.page(query)
+                      ) == expected
+    assert SearchView(recs).search(query) == expected
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

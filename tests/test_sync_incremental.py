@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -259,7 +263,8 @@ def test_incremental_cycle(tmp_path, primary):
     assert relay.from_server < full_bytes / 5, (relay.from_server,
                                                 full_bytes)
     assert inc["received"] <= relay.from_server
-    assert inc["requests"] == 1 + 110
+    # the digests and one request for the 110 records (/all?ids=)
+    assert inc["requests"] == 1 + 1
     assert index_files(reg) != before
 
     # the mirror equals the primary, record for record
@@ -336,32 +341,35 @@ def test_interrupted_incremental_sync_keeps_the_previous_state(
     base = remote.api_base(relay.url)
     index = source_index(reg, base)
     records = copy.deepcopy(primary["records"])
-    changed(records, 100, "kill")
+    # two batches of /all?ids= (remote.BATCH_IDS at a time)
+    changed(records, remote.BATCH_IDS + 10, "kill")
     reimport(primary, records)
     before = index_files(reg)
     assert mirror.state_path(index).exists()
 
-    # the server dies (SIGKILL) while the changed records are fetched
-    fetched = []
-    original = remote.Service.exchange
+    # the server dies (SIGKILL) when the second batch of the changed
+    # records is asked for, the first one fetched (and the copy of the
+    # search database begun)
+    batches = []
+    original = remote.Service._send
 
-    def exchange(self, method, url, what, **kw):
-        if "/dataset-urls/" in url and not url.endswith("/all"):
-            fetched.append(url)
-            if len(fetched) == 30:
+    def send(self, method, url, what, **kw):
+        if "ids" in (kw.get("params") or {}):
+            batches.append(kw["params"]["ids"].count(",") + 1)
+            if len(batches) == 2:
                 server.proc.send_signal(signal.SIGKILL)
                 server.proc.wait()
         return original(self, method, url, what, **kw)
-    monkeypatch.setattr(remote.Service, "exchange", exchange)
+    monkeypatch.setattr(remote.Service, "_send", send)
     res = sync(reg, "primary")
     (err,) = failures(res)
     assert "cannot reach it" in err["message"] or "connection" in \
         err["message"], err
-    assert len(fetched) == 30
+    assert batches[:2] == [remote.BATCH_IDS, 10]
     # nothing written: index, search database, sync state as they were
     assert index_files(reg) == before
     assert not list(index_dir(reg).rglob("*.tmp"))
-    monkeypatch.setattr(remote.Service, "exchange", original)
+    monkeypatch.setattr(remote.Service, "_send", original)
 
     # the server back (on another port, behind the same relay): the next
     # sync picks up where the last good one was
@@ -369,7 +377,8 @@ def test_interrupted_incremental_sync_keeps_the_previous_state(
     try:
         relay.target = restarted.port
         (res,) = sync(reg, "primary")
-        assert res["status"] == "ok" and res["updated"] == 100, res
+        assert res["status"] == "ok" and res["updated"] == \
+            remote.BATCH_IDS + 10, res
         assert stored_texts(reg, base) == primary_texts(restarted)
     finally:
         restarted.stop()
@@ -380,7 +389,7 @@ def test_stamps_without_digests(tmp_path, primary, monkeypatch):
     tell what changed, the changed records are fetched by id; the others
     keep their metadata content and take the pages' facts."""
     monkeypatch.setattr(remote.Service, "digests",
-                        lambda self, query=None, etag=None: None)
+                        lambda self, query=None, etag=None, **kw: None)
     relay, server = primary["relay"], primary["server"]
     reg = tmp_path / "mirror"
     assert sync(reg, relay.url, name="primary")[-1]["how"] == "stream"
@@ -464,3 +473,252 @@ def test_patched_database_answers_as_a_rebuilt_one(tmp_path):
         # ids of records added by the patch are found
         new_id = record_id("src", added[-1]["url"])
         assert a.by_ids([new_id])[new_id]["url"] == added[-1]["url"]
+
+
+def test_a_sync_killed_while_patching_leaves_either_state(tmp_path, primary):
+    """SIGKILL while the search database is copied (in a thread) and
+    patched -- a temporary file in the index directory -- or a moment
+    later: the mirror holds, and searches, the records of before or those
+    of after, never a mix; the next sync completes it."""
+    relay, server = primary["relay"], primary["server"]
+    reg = tmp_path / "mirror"
+    assert sync(reg, relay.url, name="primary")[-1]["status"] == "ok"
+    base = remote.api_base(relay.url)
+    before = stored_texts(reg, base)
+    records = copy.deepcopy(primary["records"])
+    changed(records, 100, "sigkill")
+    reimport(primary, records)
+    after = primary_texts(server)
+    root = index_dir(reg)
+
+    def marked():  # what a search of the patched database finds
+        res = call(registry_search, "metadata[changed_sigkill]:changed",
+                   dataset=str(reg), source="primary")
+        return len([r for r in res if r.get("action") == "registry_search"
+                    and r["status"] == "ok"])
+
+    for delay in (0.0, 0.02, 0.1, 0.3, 0.6):
+        # the last one killed left its copy (the next sync removes it)
+        left = set(root.rglob("*.tmp"))
+        proc = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys; from datalad.api import registry_sync; "
+             "registry_sync('primary', dataset=sys.argv[1], "
+             "result_renderer='disabled')", str(reg)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline \
+                    and not set(root.rglob("*.tmp")) - left:
+                time.sleep(0.001)
+            time.sleep(delay)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        now = stored_texts(reg, base)
+        assert now in (before, after), delay
+        assert marked() == (0 if now == before else 100), delay
+        if now == after:
+            break
+    (res,) = sync(reg, "primary")
+    assert res["status"] in ("ok", "notneeded"), res
+    assert stored_texts(reg, base) == after and marked() == 100
+    assert not list(root.rglob("*.tmp"))
+
+
+# -- many records by id: /all?ids= ----------------------------------------------------------
+
+def test_all_ids_answers_what_get_by_id_answers(primary):
+    from datalad_registry_ext.server.listing import MAX_IDS
+    base = primary["server"].url + "/api/v2/dataset-urls"
+    digests = [json.loads(x) for x in requests.get(
+        base + "/all", params={"digests": "true"}).text.splitlines()]
+    ids = [d["id"] for d in digests[:7]] + [digests[3]["id"]]  # a repeat
+    # unknown: no such record, beyond our ids' range, beyond 64 bits
+    unknown = [1, 2 ** 48 + 1, 10 ** 19]
+    asked = [ids[0], unknown[0]] + ids[1:] + unknown[1:]
+    wanted = list(dict.fromkeys(ids))
+
+    r = requests.get(base + "/all", params={
+        "ids": ",".join(map(str, asked)), "return_metadata": "true"})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("application/x-ndjson")
+    got = [json.loads(x) for x in r.text.splitlines()]
+    # in the order asked, each once, the unknown ones left out, record for
+    # record what GET /dataset-urls/{id} answers
+    assert [g["id"] for g in got] == wanted
+    assert got == [requests.get(f"{base}/{i}").json() for i in wanted]
+    assert all(g["metadata"] for g in got)
+    for i in unknown:
+        assert requests.get(f"{base}/{i}").status_code == 404
+    # without return_metadata: the same records without metadata, as /all
+    plain = [json.loads(x) for x in requests.get(base + "/all", params={
+        "ids": ",".join(map(str, asked))}).text.splitlines()]
+    assert plain == [{k: v for k, v in g.items() if k != "metadata"}
+                     for g in got]
+    # an ETag as every /all answer has
+    again = requests.get(base + "/all", params={
+        "ids": ",".join(map(str, asked)), "return_metadata": "true"},
+        headers={"If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304
+
+    # bounds: up to MAX_IDS ids; none, more, or anything but decimal
+    # numbers of at most 20 digits is a 422 naming ids
+    every = [d["id"] for d in digests]
+    r = requests.get(base + "/all", params={
+        "ids": ",".join(map(str, every[:MAX_IDS]))})
+    assert r.status_code == 200 and len(r.text.splitlines()) == MAX_IDS
+    for bad in (",".join(map(str, every[:MAX_IDS + 1])), "", " ", "abc",
+                "1,,2", "-5", "1.0", "0x10", "1" * 21, "١٢"):
+        r = requests.get(base + "/all", params={"ids": bad})
+        assert r.status_code == 422, bad
+        assert r.json()[0]["loc"] == ["ids"], bad
+    # not with a search, a filter or digests: an id that does not match
+    # would be absent like an unknown one
+    for extra in ({"search": "haxby"}, {"url": digests[0]["url"]},
+                  {"min_annex_key_count": "1"}, {"digests": "true"}):
+        r = requests.get(base + "/all", params=dict(extra, ids=str(ids[0])))
+        assert r.status_code == 422, extra
+
+    # the client: the same records as one request per id, in one request
+    with remote.Service(primary["server"].url) as service:
+        one_by_one = service.fetch(asked)
+        assert service.requests == len(set(asked))
+        batched = service.fetch(asked, batch=True)
+        assert service.requests == len(set(asked)) + 1
+    assert batched == one_by_one
+    assert [i for i, v in batched.items() if v is None] == unknown
+
+
+def test_batch_fetch_falls_back_to_one_by_one():
+    """A service whose /all ignores ``ids`` (it streams every record) or
+    has no /all: the records are fetched one by one instead, the stream
+    abandoned at its first record not asked for."""
+    from .test_federation import JSON, Double, rec
+    records = [dict(rec(i), id=1000 + i) for i in range(5)]
+    mode = {"all": "ignores"}
+
+    def respond(h, path, q):
+        if path == "/api/v2/dataset-urls/all":
+            if mode["all"] == "missing":
+                return 404, JSON, b'{"code": 404, "name": "Not Found"}'
+            return 200, {"Content-Type": "application/x-ndjson"}, b"".join(
+                json.dumps(r).encode() + b"\n" for r in records)
+        n = int(path.rsplit("/", 1)[1])
+        for r in records:
+            if r["id"] == n:
+                return 200, JSON, json.dumps(r).encode()
+        return 404, JSON, b'{"code": 404, "name": "Not Found"}'
+
+    with Double(respond) as double:
+        # the stream's first record asked for or not, 99 unknown
+        for asked in ([1003, 1001, 99], [1000, 1002]):
+            for mode["all"] in ("ignores", "missing"):
+                with remote.Service(double.url) as service:
+                    got = service.fetch(asked, batch=True)
+                    assert service.requests == 1 + len(asked)
+                assert got == {i: next((r for r in records if r["id"] == i),
+                                       None) for i in asked}
+
+
+def test_patches_of_patches_answer_as_rebuilt_ones(tmp_path):
+    """Later patches take the order keys from the database (``okey``),
+    written by the patch before; keys a patch did not write (another
+    version's, say: ``meta`` names another state) are computed again."""
+    import sqlite3
+    records = [normalize_record(r, "src") for r in generated(900)]
+    db = tmp_path / "a.sqlite"
+    engine.build(db, records, "v0")
+    current = {r["url"]: r for r in records}
+    rng = random.Random(11)
+    for step in range(1, 4):
+        urls = rng.sample(sorted(current), 60)
+        with Patcher(db, f"v{step - 1}") as p:
+            assert p.remove(urls[:40]) == 40
+            for u in urls[:40]:
+                del current[u]
+            for u in urls[40:]:  # updated: order keys changed
+                r = copy.deepcopy(current[u])
+                r["annex_key_count"] = (r.get("annex_key_count") or 0) \
+                    + 1000 * step
+                r["last_update_dt"] = f"20{10 + step}-01-01T00:00:00+00:00"
+                p.remove([u])
+                p.add(r, dumps_storable(r))
+                current[u] = r
+            for i in range(15):  # new
+                r = dict(copy.deepcopy(records[i]),
+                         url=f"{records[i]['url']}/new{step}")
+                r["annex_key_count"] = step * 7 + i
+                p.add(r, dumps_storable(r))
+                current[r["url"]] = r
+            final = list(p.texts())
+            p.finish(f"v{step}")
+        if step == 1:
+            # keys this code did not write: garbage, and meta says so
+            con = sqlite3.connect(db)
+            con.execute("UPDATE okey SET k = '[[\"\", \"\"], "
+                        "[null, null, null, null, null, null]]'")
+            con.execute("UPDATE meta SET value = 'other' WHERE key = 'okey'")
+            con.commit()
+            con.close()
+        fresh = tmp_path / f"fresh{step}.sqlite"
+        engine.build(fresh, [json.loads(t) for t in final], f"v{step}")
+        with engine.Engine.open(db, f"v{step}") as a, \
+                engine.Engine.open(fresh, f"v{step}") as b:
+            assert len(a) == len(b) == len(current)
+            for q in ("", "haxby", "NOT haxby", "annex_key_count:>500"):
+                assert a.stats(q) == b.stats(q), (step, q)
+                for key in engine.ORDER_KEYS:
+                    for direction in ("asc", "desc"):
+                        assert [r["url"] for r in a.page(q, key, direction,
+                                                         900)] == \
+                            [r["url"] for r in b.page(q, key, direction,
+                                                      900)], (step, q, key)
+
+
+def test_patches_keep_the_full_text_segments_bounded(tmp_path, monkeypatch):
+    """FTS5 fails ("database or disk is full") at 2000 segments: a patch
+    adds two (one statement for the deletions, one for the additions), and
+    above engine_patch.FTS_SEGMENTS merges them."""
+    import sqlite3
+    from datalad_registry_ext import engine_patch
+    records = [normalize_record(r, "src") for r in generated(400)]
+    db = tmp_path / "a.sqlite"
+    engine.build(db, records, "v0")
+
+    def segments():
+        con = sqlite3.connect(db)
+        try:
+            return [con.execute(f"SELECT count(DISTINCT segid) FROM {t}_idx")
+                    .fetchone()[0] for t in ("fts_rec", "fts_md")]
+        finally:
+            con.close()
+    with engine.Engine.open(db, "v0") as eng:
+        if not int(eng.fts):
+            pytest.skip("this SQLite has no FTS5")
+    rng = random.Random(5)
+    for step in (1, 2, 3):
+        before = segments()
+        if step == 3:
+            monkeypatch.setattr(engine_patch, "FTS_SEGMENTS", 2)
+        picked = rng.sample(records, 50)  # removed and added in any order
+        with Patcher(db, f"v{step - 1}") as p:
+            p.remove([r["url"] for r in picked])
+            for r in picked:
+                p.add(r, dumps_storable(r))
+            p.finish(f"v{step}")
+        after = segments()
+        if step < 3:
+            assert all(a <= b + 2 for a, b in zip(after, before)), \
+                (before, after)
+        else:
+            assert after == [1, 1], after
+    # the same records as before, merged or not: the same answers as a
+    # fresh build of them
+    fresh = tmp_path / "fresh.sqlite"
+    engine.build(fresh, records, "v3")
+    with engine.Engine.open(db, "v3") as a, \
+            engine.Engine.open(fresh, "v3") as b:
+        assert len(a) == len(b) == 400
+        for q in ("haxby", "container", 'metadata[bids_dataset]:""'):
+            assert a.count(q) == b.count(q), q

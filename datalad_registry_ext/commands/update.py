@@ -119,6 +119,14 @@ class RegistryUpdate(Interface):
             and flag the registered ones it lists as gone
             (``dashboard_gone_dt``; cleared when listed as active again);
             then check as usual."""),
+        prune=Parameter(
+            args=("--prune",),
+            action="store_true",
+            doc="""only clean the user's clone cache (shared by all their
+            registries): drop the clones no registry uses any more (their
+            registries are gone, or no longer list the repository), and
+            what earlier versions left; check nothing. One result per
+            clone dropped, then a summary."""),
     )
 
     _examples_ = [
@@ -137,6 +145,9 @@ class RegistryUpdate(Interface):
              code_cmd="datalad registry-update -J 4 --discover "
                       "https://raw.githubusercontent.com/datalad/"
                       "datalad-usage-dashboard/master/datalad-repos.json"),
+        dict(text="Drop the clones that no registry of yours uses",
+             code_py="registry_update(prune=True)",
+             code_cmd="datalad registry-update --prune"),
         dict(text="List the repositories whose recent checks failed",
              code_cmd="datalad registry-search 'n_failed_chks:>0'"),
     ]
@@ -145,10 +156,22 @@ class RegistryUpdate(Interface):
     @datasetmethod(name="registry_update")
     @eval_results
     def __call__(urls=None, *, dataset=None, jobs=None, force=False,
-                 wait=False, extract=True, discover=None):
+                 wait=False, extract=True, discover=None, prune=False):
         location = registry_location(dataset)
         if isinstance(urls, (str, os.PathLike)):
             urls = [urls]
+        if prune:
+            # the cache is the user's, not the registry's: pruning checks
+            # nothing, so what would be checked cannot be named with it
+            refusal = [dict(path=str(location), type="dataset",
+                            status="impossible",
+                            message="--prune only cleans the clone cache: "
+                                    "run it without URLs and --discover")]
+            yield from results(
+                refusal if urls or discover else updates.prune(),
+                common=dict(action=updates.PRUNE_ACTION, logger=lgr),
+                path=location)
+            return
         if discover:
             with progress_bars(lgr) as progress:
                 yield from results(
@@ -168,6 +191,9 @@ class RegistryUpdate(Interface):
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
+        if res.get("action") == updates.PRUNE_ACTION and res.get("message"):
+            ui.message(res["message"])   # "dropped the clone of URL ..."
+            return
         if res.get("action") in (metadata.ACTION, metadata.REFS_ACTION):
             render_extract_result(res)
             return

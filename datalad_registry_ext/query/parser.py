@@ -281,6 +281,15 @@ def _first_chars(items):
     return None
 
 
+def _negated_complements(items) -> bool:
+    """Whether a set ``[^...]`` holds a class and its complement."""
+    if not any(op is _src.NEGATE for op, _ in items):
+        return False
+    names = {str(av) for op, av in items if op is _src.CATEGORY}
+    return any(n.replace("NOT_", "", 1) in names
+               for n in names if "NOT_" in n)
+
+
 def check_regex(pattern: str):
     """Compile ``pattern`` (case-insensitive) after refusing constructs that
     can make Python's backtracking matcher take exponential time:
@@ -320,6 +329,12 @@ def check_regex(pattern: str):
                     scan(b, in_repeat)
             elif op in (_src.ASSERT, _src.ASSERT_NOT):
                 scan(av[1], in_repeat)
+            elif op is _src.IN and _negated_complements(av):
+                # re matches nothing there; regex releases disagree (2026.5
+                # fails to compile it, 2026.11 matches every character)
+                raise re.error("a negated set holding a class and its "
+                               "complement, such as [^\\W\\w], matches "
+                               "nothing; leave it out")
 
     scan(tree, False)
     return compile_regex(pattern)

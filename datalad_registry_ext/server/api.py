@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from http import HTTPStatus
-from typing import Annotated
+from typing import Annotated, Optional
 
 import swagger_ui_bundle
 from fastapi import APIRouter, Body, FastAPI, Query, Request
@@ -190,6 +190,12 @@ class DumpParams(listing.FilterParams):
         "`{\"id\", \"url\", \"digest\"}` per record, the digest changing "
         "whenever anything of the record does (what an incremental "
         "registry-sync compares).")
+    ids: Optional[str] = Field(
+        None, description=f"Ours: only the records with these ids, "
+        f"comma-separated (at most {listing.MAX_IDS}), in the order given "
+        "and each once, as `GET /dataset-urls/{id}` answers them with "
+        "`return_metadata=true`; unknown ids are left out. Not with "
+        "`search`, the filters or `digests` (422).")
 
 
 def _etag_matches(header: str | None, tag: str) -> bool:
@@ -213,6 +219,22 @@ def dataset_urls_all(request: Request,
     ``return_metadata=true`` each carries its metadata records (as
     DataLad-Registry's PR #412). ``registry-sync`` imports the file."""
     kind = dict(metadata=params.return_metadata, digests=params.digests)
+    if params.ids is not None:
+        # many records by id in one request (an incremental registry-sync
+        # fetches what changed): with a filter too, an id that does not
+        # match would be absent as if unknown, which a sync would take for
+        # a deleted record -- refused rather than guessed at
+        extra = [name for name in listing.FilterParams.model_fields
+                 if getattr(params, name) is not None]
+        if params.digests:
+            extra.append("digests")
+        if extra:
+            return _unprocessable("ids", "ids cannot be combined with "
+                                  + ", ".join(extra))
+        try:
+            ids = listing.parse_ids(params.ids)
+        except ValueError as e:
+            return _unprocessable("ids", str(e))
     try:
         # the collection's ETag: a client that has this answer already (an
         # incremental registry-sync) gets a 304 without a body, and the
@@ -222,8 +244,13 @@ def dataset_urls_all(request: Request,
                                          **kind)
             if _etag_matches(request.headers["if-none-match"], tag):
                 return Response(status_code=304, headers={"ETag": tag})
-        tag, records = listing.dump(request.app.state.registry, params,
-                                    **kind)
+        if params.ids is not None:
+            tag, records = listing.dump_ids(
+                request.app.state.registry, params, ids,
+                metadata=params.return_metadata)
+        else:
+            tag, records = listing.dump(request.app.state.registry, params,
+                                        **kind)
     except listing.BadQuery as e:
         return envelope(400, e.message)
 

@@ -48,6 +48,7 @@ from datalad_registry_ext.engine import EngineDamaged, EngineError
 from datalad_registry_ext.query import And, QueryError, Term, parse
 from datalad_registry_ext.records import (
     FIELDS,
+    ID_BITS,
     INT_MAX,
     INT_MIN,
     LOCAL_SOURCE,
@@ -66,6 +67,9 @@ MAX_PER_PAGE = 100
 #: pages beyond this are refused (422): upstream has no bound, but an
 #: offset must fit SQLite's 64-bit LIMIT
 MAX_PAGE = 10 ** 9
+#: ids per ``/all?ids=`` request: 200 ids of up to 15 digits keep the
+#: request line near 3 KB, within what proxies pass (nginx: 8 KB)
+MAX_IDS = 200
 
 #: the numeric filters: parameter suffix -> record field
 NUMBER_FILTERS = ("annex_key_count", "annexed_files_in_wt_count",
@@ -466,6 +470,42 @@ def collection_tag(registry: Path, params: FilterParams, *,
         return _collection_tag([], params, kind)
     search_mod.require_registry(Path(registry))
     return _collection_tag(search_mod.engines(Path(registry)), params, kind)
+
+
+def parse_ids(text: str) -> list[int]:
+    """The ids of ``/all?ids=1,2,3``: each once, in the order given.
+    ValueError when there are none, more than :data:`MAX_IDS`, or one is
+    not a positive decimal number of at most 20 digits; an id outside our
+    ids' range is accepted (it is unknown: left out of the answer, as
+    ``GET /dataset-urls/{id}`` answers it 404)."""
+    parts = [p.strip() for p in text.split(",")]
+    if parts == [""]:
+        raise ValueError("give at least one id")
+    ids = []
+    for part in parts:
+        if not (part.isascii() and part.isdigit()) or len(part) > 20:
+            raise ValueError(f"{part[:30]!r} is not an id (a positive "
+                             "decimal number)")
+        ids.append(int(part))
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > MAX_IDS:
+        raise ValueError(f"at most {MAX_IDS} ids per request "
+                         f"({len(ids)} given)")
+    return ids
+
+
+def dump_ids(registry: Path, params: FilterParams, ids: list[int], *,
+             metadata: bool = False) -> tuple[str, Iterator[dict]]:
+    """``(ETag, records)`` of ``/all?ids=``: the records with these ids in
+    API shape, in the order of ``ids``, unknown ones left out."""
+    kind = "content" if metadata else "plain"
+    search_mod.require_registry(Path(registry))
+    tag = _collection_tag(search_mod.engines(Path(registry)), params, kind)
+    # an id beyond our range is unknown, and 20 digits overflow SQLite
+    wanted = [i for i in ids if 0 < i <= 1 << ID_BITS]
+    found = _retrying(lambda: search_mod.lookup(registry, wanted))
+    return tag, (api_record(found[i], "content" if metadata else None)
+                 for i in ids if i in found)
 
 
 def dump(registry: Path, params: FilterParams, *, metadata: bool = False,
