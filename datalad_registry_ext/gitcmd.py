@@ -169,6 +169,18 @@ def last_lines(msg: str, n: int = 3) -> str:
 _SUBMODULE_KEY = re.compile(r"^submodule\.(.+)\.([^.]+)$", re.DOTALL)
 
 
+def gitlinks(repo, commit: str) -> dict[str, str]:
+    """``{path: recorded commit}`` of the gitlinks (subdataset entries) in
+    ``commit``'s tree."""
+    out = git(["ls-tree", "-r", "-z", commit], cwd=repo)
+    links = {}
+    for item in out.split("\0"):
+        if item.startswith("160000 "):
+            meta, _, path = item.partition("\t")
+            links[path] = meta.split()[2]
+    return links
+
+
 def read_gitmodules(repo, commit: str) -> dict[str, dict]:
     """``{name: {key: value}}`` of ``.gitmodules`` at ``commit``, in file
     order; keys lower-cased (git's own rule for variable names).

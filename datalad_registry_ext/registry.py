@@ -33,7 +33,7 @@ from pathlib import Path
 from datalad_registry_ext.errors import RegistryExtError, storage_error
 from datalad_registry_ext.files import atomic_write
 from datalad_registry_ext.files import locked as file_locked
-from datalad_registry_ext.gitcmd import RepositoryError, git, read_gitmodules
+from datalad_registry_ext.gitcmd import RepositoryError, git, gitlinks, read_gitmodules
 from datalad_registry_ext.locations import creation_lock_path
 from datalad_registry_ext.records import NOT_COMMITTED, canonical_url, fit_component
 
@@ -174,20 +174,20 @@ def read_entries(registry: Path, commit: str | None = None) -> dict[str, dict]:
                 f"{RECORDS_FILE} line {n} in {registry} is not valid JSON "
                 f"({e})") from e
         entries[rec["registry_path"]] = rec
-    gitlinks = _gitlinks(registry, commit)
+    links = gitlinks(registry, commit)
     for name, props in _read_gitmodules(registry, commit).items():
         path = props.get("path")
-        if not path or path in entries or path not in gitlinks:
+        if not path or path in entries or path not in links:
             continue
         entries[path] = {
             "url": props.get("url"), "ds_id": props.get("datalad-id"),
-            "head": gitlinks[path], "registry_path": path, "processed": False,
+            "head": links[path], "registry_path": path, "processed": False,
         }
     # a gitlink moved by hand wins over the records file
     for path, rec in entries.items():
-        if path in gitlinks:
-            rec["head"] = gitlinks[path]
-    return {p: r for p, r in entries.items() if p in gitlinks}
+        if path in links:
+            rec["head"] = links[path]
+    return {p: r for p, r in entries.items() if p in links}
 
 
 def _blob(registry: Path, commit: str, path: str) -> str | None:
@@ -195,16 +195,6 @@ def _blob(registry: Path, commit: str, path: str) -> str | None:
         return git(["cat-file", "blob", f"{commit}:{path}"], cwd=registry)
     except RepositoryError:
         return None
-
-
-def _gitlinks(registry: Path, commit: str) -> dict[str, str]:
-    out = git(["ls-tree", "-r", "-z", commit], cwd=registry)
-    links = {}
-    for item in out.split("\0"):
-        if item.startswith("160000 "):
-            meta, _, path = item.partition("\t")
-            links[path] = meta.split()[2]
-    return links
 
 
 def _read_gitmodules(registry: Path, commit: str) -> dict[str, dict]:
@@ -354,7 +344,7 @@ def sync_worktree(registry: Path) -> None:
             pass
         atomic_write(target, text)
     # an uninstalled subdataset is an empty directory, as DataLad leaves it
-    for path in _gitlinks(registry, head):
+    for path in gitlinks(registry, head):
         (registry / path).mkdir(parents=True, exist_ok=True)
     # refresh the index to HEAD (mixed reset); the work tree keeps the rest
     git(["reset", "--quiet", "--no-refresh"], cwd=registry, check=False)

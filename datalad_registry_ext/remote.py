@@ -727,9 +727,11 @@ class Service:
                 resp.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _digest_lines(self, resp, got: "Digests", what: str) -> bool:
-        """Read digest lines into ``got``; False at a first line that is
-        not one (a record: the service ignores ``digests``)."""
+    def _json_lines(self, resp, what: str):
+        """``(line number, object or None)`` of each non-blank line of a
+        JSON Lines answer, within the answer size cap; a line that is not
+        JSON comes as None. Network errors are retried by the caller; a
+        stream ending mid-line too."""
         pending, n, size = b"", 0, 0
         try:
             for chunk in self._chunks(resp):
@@ -746,24 +748,29 @@ class Service:
                     n += 1
                     try:
                         obj = loads_strict(line)
-                    except (ValueError, UnicodeDecodeError):
+                    except (ValueError, UnicodeDecodeError, RecursionError):
                         obj = None
-                    if n == 1 and not (isinstance(obj, dict)
-                                       and "digest" in obj):
-                        return False
-                    if not (isinstance(obj, dict)
-                            and isinstance(obj.get("url"), str)
-                            and isinstance(obj.get("digest"), str)
-                            and (obj.get("id") is None or (
-                                isinstance(obj["id"], int)
-                                and not isinstance(obj["id"], bool)))):
-                        raise self.error(what, f"line {n} is not a record "
-                                         "digest; nothing was imported")
-                    got.entries[obj["url"]] = (obj.get("id"), obj["digest"])
+                    yield n, obj
         except requests.RequestException as e:
             raise _Retryable(_reason(e)) from None
         if pending.strip():
             raise _Retryable("the stream ended mid-line")
+
+    def _digest_lines(self, resp, got: "Digests", what: str) -> bool:
+        """Read digest lines into ``got``; False at a first line that is
+        not one (a record: the service ignores ``digests``)."""
+        for n, obj in self._json_lines(resp, what):
+            if n == 1 and not (isinstance(obj, dict) and "digest" in obj):
+                return False
+            if not (isinstance(obj, dict)
+                    and isinstance(obj.get("url"), str)
+                    and isinstance(obj.get("digest"), str)
+                    and (obj.get("id") is None or (
+                        isinstance(obj["id"], int)
+                        and not isinstance(obj["id"], bool)))):
+                raise self.error(what, f"line {n} is not a record "
+                                 "digest; nothing was imported")
+            got.entries[obj["url"]] = (obj.get("id"), obj["digest"])
         return True
 
     def light_pages(self, out, query: str | None = None, *,
@@ -855,37 +862,17 @@ class Service:
         """``{id: record}`` of a JSON Lines answer of records with ids in
         ``wanted``; None at a record with another id (the service ignores
         ``ids``)."""
-        pending, n, size, got = b"", 0, 0, {}
-        try:
-            for chunk in self._chunks(resp):
-                size += len(chunk)
-                if size > self.cap:
-                    raise self.error(
-                        what, f"the answer is larger than {self.cap} bytes "
-                        f"({config.RESPONSE_MAX_BYTES})")
-                lines = (pending + chunk).split(b"\n")
-                pending = lines.pop()
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    n += 1
-                    try:
-                        obj = loads_strict(line)
-                    except (ValueError, UnicodeDecodeError, RecursionError):
-                        obj = None
-                    if not (isinstance(obj, dict)
-                            and isinstance(obj.get("url"), str)
-                            and isinstance(obj.get("id"), int)
-                            and not isinstance(obj["id"], bool)):
-                        raise self.error(what, f"line {n} is not a record; "
-                                         "nothing was imported")
-                    if obj["id"] not in wanted:
-                        return None
-                    got[obj["id"]] = obj
-        except requests.RequestException as e:
-            raise _Retryable(_reason(e)) from None
-        if pending.strip():
-            raise _Retryable("the stream ended mid-line")
+        got = {}
+        for n, obj in self._json_lines(resp, what):
+            if not (isinstance(obj, dict)
+                    and isinstance(obj.get("url"), str)
+                    and isinstance(obj.get("id"), int)
+                    and not isinstance(obj["id"], bool)):
+                raise self.error(what, f"line {n} is not a record; "
+                                 "nothing was imported")
+            if obj["id"] not in wanted:
+                return None
+            got[obj["id"]] = obj
         return got
 
     # -- search -----------------------------------------------------------------

@@ -59,7 +59,7 @@ from datalad_registry_ext import registry as reg
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.files import TMP_SUFFIX
 from datalad_registry_ext.files import locked as file_locked
-from datalad_registry_ext.gitcmd import RepositoryError, git
+from datalad_registry_ext.gitcmd import RepositoryError, git, gitlinks
 from datalad_registry_ext.gitcmd import ok as git_ok
 from datalad_registry_ext.index import Index, IndexCorrupt, source_index
 from datalad_registry_ext.index_sync import metadata_from_registry
@@ -321,16 +321,6 @@ def _parse_line(line: str, n: int, commit: str, public: str) -> dict:
     return rec
 
 
-def _gitlinks(cache: Path, commit: str) -> dict[str, str]:
-    out = git(["ls-tree", "-r", "-z", commit], cwd=cache)
-    links = {}
-    for item in out.split("\0"):
-        if item.startswith("160000 "):
-            meta, _, path = item.partition("\t")
-            links[path] = meta.split()[2]
-    return links
-
-
 def _as_record(entry: dict, path: str, head: str | None) -> dict:
     rec = new_record(entry["url"])
     rec.update({k: v for k, v in entry.items()
@@ -343,13 +333,13 @@ def _as_record(entry: dict, path: str, head: str | None) -> dict:
 
 
 def _read_full(cache: Path, commit: str, public: str) -> _Read:
-    gitlinks = _gitlinks(cache, commit)
+    links = gitlinks(cache, commit)
     entries: dict[str, dict] = {}
     for n, line in enumerate(_blob_lines(cache, commit, reg.RECORDS_FILE), 1):
         if line.strip():
             rec = _parse_line(line, n, commit, public)
             entries[rec["registry_path"]] = rec
-    complete = set(gitlinks) <= set(entries)
+    complete = set(links) <= set(entries)
     if not complete:
         # entries added by hand (.gitmodules only): read as the registry
         # reads its own
@@ -357,8 +347,8 @@ def _read_full(cache: Path, commit: str, public: str) -> _Read:
             entries = reg.read_entries(cache, commit)
         except RegistryExtError as e:
             raise SuperdatasetError(f"{public}: {e}") from e
-    records = {p: _as_record(e, p, gitlinks.get(p))
-               for p, e in entries.items() if p in gitlinks}
+    records = {p: _as_record(e, p, links.get(p))
+               for p, e in entries.items() if p in links}
     try:
         metadata_from_registry(cache, records,
                                aggregated=_dump(cache, public))
