@@ -52,7 +52,7 @@ def all_clones() -> list[Path]:
 
 
 def test_two_registries_share_one_clone(tmp_path):
-    repo = make_git_repo(tmp_path / "repo", {"README": "shared"})
+    repo = make_git_repo(tmp_path / "repo", {"README": "one repository, two registries"})
     a, b = tmp_path / "reg-a", tmp_path / "reg-b"
     submit(a, repo)
     clone = clone_of(repo)
