@@ -212,7 +212,8 @@ def _base_result(service, name, query) -> dict:
 
 
 def _transfer(service) -> dict:
-    return {"requests": service.requests, "received": service.received}
+    return {"requests": service.requests, "retries": service.retries,
+            "received": service.received}
 
 
 def _unchanged(service, index, name, query) -> list[dict]:

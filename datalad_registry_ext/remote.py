@@ -306,6 +306,7 @@ class Service:
         #: what was transferred: requests sent (every attempt) and bytes
         #: of answers received (bodies, as decoded), for the sync's result
         self.requests = 0
+        self.retries = 0   # requests that repeated a failed one
         self.received = 0
 
     def close(self) -> None:
@@ -341,6 +342,8 @@ class Service:
         for attempt in range(1, ATTEMPTS + 1):
             last = attempt == ATTEMPTS
             self.requests += 1
+            if attempt > 1:
+                self.retries += 1
             try:
                 resp = self.session.request(
                     method, url, params=params, json=body, stream=True,
@@ -417,6 +420,7 @@ class Service:
                 if attempt == ATTEMPTS:
                     raise self.error(what, f"{e} (tried {ATTEMPTS} times)") \
                         from None
+                self.retries += 1  # the next attempt asks again
                 self.sleep(BACKOFF * 2 ** (attempt - 1))
                 continue
             return Answer(resp.status_code, dict(resp.headers), data,
@@ -547,6 +551,7 @@ class Service:
                 if attempt == ATTEMPTS:
                     raise self.error(what, f"{e} (tried {ATTEMPTS} times); "
                                      "nothing was imported") from None
+                self.retries += 1  # the next attempt asks again
                 self.sleep(BACKOFF * 2 ** (attempt - 1))
                 continue
             finally:
@@ -722,6 +727,7 @@ class Service:
                 if attempt == ATTEMPTS:
                     raise self.error(what, f"{e} (tried {ATTEMPTS} times); "
                                      "nothing was imported") from None
+                self.retries += 1  # the next attempt asks again
                 self.sleep(BACKOFF * 2 ** (attempt - 1))
             finally:
                 resp.close()
@@ -853,6 +859,7 @@ class Service:
                 if attempt == ATTEMPTS:
                     raise self.error(what, f"{e} (tried {ATTEMPTS} times); "
                                      "nothing was imported") from None
+                self.retries += 1  # the next attempt asks again
                 self.sleep(BACKOFF * 2 ** (attempt - 1))
             finally:
                 resp.close()
