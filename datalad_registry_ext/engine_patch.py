@@ -55,6 +55,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+from contextlib import contextmanager
 
 from datalad_registry_ext import engine as E
 from datalad_registry_ext.engine import Engine, EngineError
@@ -153,7 +154,7 @@ class Patcher:
             raise EngineError("this patcher is finished")
         if self._copier is not None:
             self._copier.join()
-        try:
+        with self._or_abort("copy"):
             if self._copy_error is not None:
                 raise self._copy_error
             db = self._db = sqlite3.connect(self.tmp_path,
@@ -172,16 +173,6 @@ class Patcher:
                 db.execute("DELETE FROM okey")
             last = db.execute("SELECT max(rid) FROM doc").fetchone()[0]
             self._next = 0 if last is None else last + 1
-        except sqlite3.Error as e:
-            self.abort()
-            raise self._failed(e) from e
-        except OSError as e:
-            self.abort()
-            raise EngineError(f"cannot copy the search database "
-                              f"{self.db_path}: {e.strerror or e}") from e
-        except BaseException:
-            self.abort()
-            raise
         return db
 
     def __enter__(self):
@@ -191,6 +182,23 @@ class Patcher:
         if not self._done:
             self.abort()
         return False
+
+    @contextmanager
+    def _or_abort(self, doing: str):
+        """On any failure of the step, discard the copy (the database stays
+        as it was) and raise EngineError naming the file."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            self.abort()
+            raise self._failed(e) from e
+        except OSError as e:
+            self.abort()
+            raise EngineError(f"cannot {doing} the search database "
+                              f"{self.db_path}: {e.strerror or e}") from e
+        except BaseException:
+            self.abort()
+            raise
 
     def _failed(self, e) -> EngineError:
         return EngineError(f"cannot update the search database "
@@ -415,7 +423,7 @@ class Patcher:
         if self._done:
             raise EngineError("this patcher is finished")
         db = self._ready()
-        try:
+        with self._or_abort("write"):
             self._fill_fts()
             for t in ("fts_rec", "fts_md") if self.fts else ():
                 # each patch leaves two FTS5 segments (the deletions, the
@@ -462,16 +470,6 @@ class Patcher:
             db.execute("COMMIT")
             db.close()
             os.replace(self.tmp_path, self.db_path)
-        except sqlite3.Error as e:
-            self.abort()
-            raise self._failed(e) from e
-        except OSError as e:
-            self.abort()
-            raise EngineError(f"cannot write the search database "
-                              f"{self.db_path}: {e.strerror or e}") from e
-        except BaseException:
-            self.abort()
-            raise
         self._done = self._finished = True
         return n
 
