@@ -43,6 +43,9 @@ which for valid UTF-8 is the same as comparing code points)::
         s_unknown                 size and count; 1/0/NULL: git-annex
                                   branch / other branches / branches
                                   unknown; files of unknown size
+        s_failed s_checked        check_stats inputs: stats._int() of
+                                  n_failed_chks; 1/0: a last_chk_dt or
+                                  last_failed_chk_dt (stats.check_flags)
         s_grp s_rank              the ds_id as a dense integer (NULL: none);
                                   the rank of the copy in the unique
                                   statistics' choice (largest size, then
@@ -183,7 +186,9 @@ from datalad_registry_ext.query.parser import (
     And, MatchAll, Not, Or, Term, _sre, _src, compile_regex,
 )
 from datalad_registry_ext.stats import (
-    UNKNOWN_SIZE_FIELD, UNKNOWN_SIZE_KEY, _better, _has_annex_branch, _int,
+    CHECK_STATS_KEY, DEFAULT_MAX_FAILURES, UNKNOWN_SIZE_FIELD,
+    UNKNOWN_SIZE_KEY, _better, _has_annex_branch, _int, add_check,
+    check_flags, check_stats,
 )
 
 __all__ = ["SCHEMA_VERSION", "Builder", "Engine", "EngineError",
@@ -193,7 +198,8 @@ __all__ = ["SCHEMA_VERSION", "Builder", "Engine", "EngineError",
 lgr = logging.getLogger("datalad.registry_ext.engine")
 
 # 4: the columns of n_failed_chks and last_failed_chk_dt (registry-update)
-SCHEMA_VERSION = 5
+# 6: s_failed, s_checked (collection_stats' check_stats)
+SCHEMA_VERSION = 6
 
 #: search.order_records' keys (DataLad-Registry's), from the catalogue
 ORDER_KEYS = RECORD_ORDER_KEYS
@@ -448,7 +454,7 @@ _RANK_COLUMNS = [f"o_{k}_{d}" for k in ORDER_KEYS for d in "ad"]
 _REC_COLUMNS = (
     ["rid", "py", "has_all", "n_md", "url"]
     + ["n_" + f for f in F.NUMBER_FIELDS] + ["d_" + f for f in F.DATE_FIELDS]
-    + ["s_size", "s_files", "s_annex", "s_unknown"])
+    + ["s_size", "s_files", "s_annex", "s_unknown", "s_failed", "s_checked"])
 # txt: the texts (and the content of fts_rec), and the raw ds_id
 _TXT_COLUMNS = ["rid"] + list(_TEXT_COLUMN.values()) + ["s_ds"]
 
@@ -555,8 +561,9 @@ def _record_rows(rid: int, record: dict, problems: list,
     size = _int(record.get("annexed_files_in_wt_size"))
     files = _int(record.get("annexed_files_in_wt_count"))
     unknown = _int(record.get(UNKNOWN_SIZE_FIELD))
+    checked, failed = check_flags(record)
     py = py or not all(v is None or _sql_number(v)
-                       for v in (size, files, unknown))
+                       for v in (size, files, unknown, failed))
     ds = record.get("ds_id")
     if isinstance(ds, bool):
         ds = int(ds)
@@ -583,7 +590,7 @@ def _record_rows(rid: int, record: dict, problems: list,
     rec = ((rid, 0, int(all_text is not None), len(meta), t("url"))
            + tuple(num.get(f) for f in F.NUMBER_FIELDS)
            + tuple(date.get(f) for f in F.DATE_FIELDS)
-           + (size, files, annex, unknown))
+           + (size, files, annex, unknown, failed, int(checked)))
     txt = (rid,) + tuple(t(f) for f in _TEXT_COLUMN) + (ds,)
     sub = [(rid, f, v) for f in F.SUBDATASET_FIELDS if f in text
            for v in text[f].split(F.SEP)]
@@ -1865,6 +1872,15 @@ class Engine:
             except sqlite3.DatabaseError as e:
                 raise self._damaged(e) from e
 
+    def urls(self) -> set[str]:
+        """The URLs of every stored record (nothing else is read)."""
+        with self._connection() as conn:
+            try:
+                return {u for (u,) in conn.db.execute(
+                    "SELECT url FROM doc WHERE url IS NOT NULL")}
+            except sqlite3.DatabaseError as e:
+                raise self._damaged(e) from e
+
     def iter_records(self, query=None, order_by: str = "last_update_dt",
                      order_dir: str = "desc"):
         """Yield the full records matching ``query`` (None: all) in order,
@@ -1975,14 +1991,21 @@ class Engine:
 
     # -- statistics -------------------------------------------------------------------
 
-    def stats(self, query, unique_rows: bool = True) -> dict:
+    def stats(self, query, unique_rows: bool = True,
+              max_failures: int = DEFAULT_MAX_FAILURES) -> dict:
         """Partial collection statistics of the records matching ``query``;
         :func:`merge_stats` turns parts of one or more engines into
         stats.collection_stats' result. ``unique_rows=False``: the part of
         the only engine of a search, whose unique statistics are summed in
-        SQL (one row per dataset id otherwise, to merge across engines)."""
+        SQL (one row per dataset id otherwise, to merge across engines).
+        ``max_failures``: as stats.collection_stats' (check_stats)."""
+        if isinstance(max_failures, bool) or not isinstance(max_failures,
+                                                             int):
+            raise TypeError("max_failures must be an int")
         tree, c, text = self._prepare(query)
         src, where = self._source(c, need_r=True, need_x=True)
+        # an int literal (within int64: SQLite reads a larger one as REAL)
+        mf = min(max(max_failures, _INT64[0]), _INT64[1])
         sums = ("count(*), "
                 "count(*) FILTER (WHERE x.s_ds IS NOT NULL), "
                 "sum(r.s_size) FILTER (WHERE x.s_ds IS NOT NULL), "
@@ -1993,7 +2016,10 @@ class Engine:
                 "NULL), count(*) FILTER (WHERE r.s_annex = 0), "
                 "sum(r.s_unknown) FILTER (WHERE x.s_ds IS NOT NULL), "
                 "sum(r.s_unknown) FILTER (WHERE r.s_annex = 1 AND x.s_ds IS "
-                "NULL)")
+                "NULL), count(*) FILTER (WHERE r.s_checked = 1), "
+                "count(*) FILTER (WHERE r.s_failed > 0), "
+                f"count(*) FILTER (WHERE r.s_failed > 0 AND r.s_failed >= "
+                f"{mf})")
         # per ds_id the copy with the largest size, then count (NULL loses)
         unique = (
             "SELECT s_ds, s_size, s_files, s_unknown FROM (SELECT x.s_ds AS "
@@ -2009,15 +2035,15 @@ class Engine:
                 part = {"ds_count": row[0],
                         "datalad": list(row[1:4]) + [row[8]],
                         "pure_annex": list(row[4:7]) + [row[9]],
-                        "non_annex": row[7]}
+                        "non_annex": row[7], "checks": list(row[10:13])}
             except sqlite3.OperationalError as e:
                 if "overflow" not in str(e):
                     raise
                 # a sum beyond 64 bits: add up in Python
                 part = _partial(conn.db.execute(
                     f"SELECT x.s_ds, r.s_size, r.s_files, r.s_annex, "
-                    f"r.s_unknown FROM "
-                    f"{src} WHERE {where}", c.params))
+                    f"r.s_unknown, r.s_checked, r.s_failed FROM "
+                    f"{src} WHERE {where}", c.params), max_failures)
             extra = self._py_matches(tree, conn)
             summed = None
             if not unique_rows and not extra:
@@ -2041,7 +2067,8 @@ class Engine:
             if extra:
                 recs = self._py_recs(conn)
                 part = _merge_partials([part, _partial(
-                    _stats_row(recs[rid]) for rid in extra)])
+                    (_stats_row(recs[rid]) for rid in extra),
+                    max_failures)])
         return part
 
 
@@ -2068,13 +2095,13 @@ def _uri(path: str) -> str:
 # -- statistics ----------------------------------------------------------------------------
 
 def _stats_row(rec: dict):
-    """(ds_id, size, count, annex, unknown) of a record, as collection_stats
-    sees it."""
+    """(ds_id, size, count, annex, unknown, checked, failed) of a record, as
+    collection_stats sees it."""
     branches = rec.get("branches")
     annex = None if branches is None else int(_has_annex_branch(branches))
     return (rec.get("ds_id"), _int(rec.get("annexed_files_in_wt_size")),
             _int(rec.get("annexed_files_in_wt_count")), annex,
-            _int(rec.get(UNKNOWN_SIZE_FIELD)))
+            _int(rec.get(UNKNOWN_SIZE_FIELD)), *check_flags(rec))
 
 
 def _add(total, value):
@@ -2083,14 +2110,16 @@ def _add(total, value):
     return value if total is None else total + value
 
 
-def _partial(rows) -> dict:
-    """Partial statistics of (ds, size, files, annex, unknown) rows, in
-    Python."""
+def _partial(rows, max_failures: int) -> dict:
+    """Partial statistics of (ds, size, files, annex, unknown, checked,
+    failed) rows, in Python."""
     part = {"ds_count": 0, "datalad": [0, None, None, None],
-            "pure_annex": [0, None, None, None], "non_annex": 0}
+            "pure_annex": [0, None, None, None], "non_annex": 0,
+            "checks": [0, 0, 0]}
     best = {}
-    for ds, size, files, annex, unknown in rows:
+    for ds, size, files, annex, unknown, checked, failed in rows:
         part["ds_count"] += 1
+        add_check(part["checks"], checked, failed, max_failures)
         if ds is not None:
             d = part["datalad"]
             d[0] += 1
@@ -2112,11 +2141,13 @@ def _partial(rows) -> dict:
 
 def _merge_partials(parts) -> dict:
     out = {"ds_count": 0, "datalad": [0, None, None, None],
-           "pure_annex": [0, None, None, None], "non_annex": 0}
+           "pure_annex": [0, None, None, None], "non_annex": 0,
+           "checks": [0, 0, 0]}
     best = {}
     for p in parts:
         out["ds_count"] += p["ds_count"]
         out["non_annex"] += p["non_annex"]
+        out["checks"] = [a + b for a, b in zip(out["checks"], p["checks"])]
         for key in ("datalad", "pure_annex"):
             o, q = out[key], p[key]
             o[0] += q[0]
@@ -2157,7 +2188,7 @@ def merge_stats(parts) -> dict:
         unique[0] += 1
         unique[1], unique[2] = _add(unique[1], size), _add(unique[2], files)
         unique[3] = _add(unique[3], unknown)
-    return {
+    out = {
         "datalad_ds_stats": {
             "unique_ds_stats": _annex_dict(*unique),
             "stats": _annex_dict(*p["datalad"]),
@@ -2166,3 +2197,7 @@ def merge_stats(parts) -> dict:
         "non_annex_ds_stats": {"ds_count": p["non_annex"]},
         "summary": {"unique_ds_count": unique[0], "ds_count": p["ds_count"]},
     }
+    checks = check_stats(*p["checks"])
+    if checks is not None:  # as stats.collection_stats: only when failing
+        out[CHECK_STATS_KEY] = checks
+    return out

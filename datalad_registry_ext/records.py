@@ -97,7 +97,7 @@ CATALOGUE: tuple[Field, ...] = (
           "checks back off exponentially, and past "
           "``datalad.registry.update-max-failures`` the repository is "
           "unreachable and skipped", api=False, committed=False,
-          search="field"),
+          search="field", column="FAILED"),
     Field("last_chk_error", "text", "why the last failed check failed "
           "(null once a check succeeds)", api=False, committed=False),
     Field("last_failed_chk_dt", "date", "when a check last failed (UTC)",

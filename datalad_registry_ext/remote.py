@@ -104,7 +104,8 @@ def is_http_url(text: str) -> bool:
 
 def api_base(url: str) -> str:
     """The one spelling of a service's URL: no credentials, lower-case
-    scheme and host, no trailing slash, no ``/api/v2[/dataset-urls]``."""
+    scheme and host, no default port, no trailing slash, no
+    ``/api/v2[/dataset-urls]``."""
     parts = urlsplit(strip_credentials(url.strip()))
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{scrub(url)} is not an http(s) URL")
@@ -113,8 +114,11 @@ def api_base(url: str) -> str:
         if path.endswith(suffix):
             path = path[: -len(suffix)].rstrip("/")
             break
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "",
-                       ""))
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    # the default port is the same service (http://h:80 is http://h)
+    netloc = re.sub(r":(80)$" if scheme == "http" else r":(443)$", "",
+                    netloc)
+    return urlunsplit((scheme, netloc, path, "", ""))
 
 
 def default_name(base: str) -> str:

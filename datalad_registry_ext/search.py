@@ -38,6 +38,7 @@ from datalad_registry_ext.records import (
 )
 from datalad_registry_ext.registry import RegistryError, is_registry
 from datalad_registry_ext.sources import export_jsonl, index_of
+from datalad_registry_ext.stats import DEFAULT_MAX_FAILURES
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -261,14 +262,26 @@ def _count(found, tree) -> int:
                    lambda: sum(eng.count(tree) for eng in found))
 
 
+def max_failures() -> int:
+    """The configured ``datalad.registry.update-max-failures`` (as
+    registry-update reads it; its default when not a number): the failed
+    checks that make a record unreachable in the statistics' check_stats."""
+    try:
+        return int(cfg.obtain(config.UPDATE_MAX_FAILURES,
+                              default=DEFAULT_MAX_FAILURES))
+    except (TypeError, ValueError):
+        return DEFAULT_MAX_FAILURES
+
+
 def _stats(found, tree) -> dict:
     # one engine sums its unique statistics itself; several give a row per
     # dataset id, merged across them
     # (an empty index, e.g. a registry's own before its first submit, adds
     # nothing)
     held = [eng for eng in found if len(eng)]
-    merged = _cached((_state(found), "stats", tree), lambda: engine_mod
-                     .merge_stats([eng.stats(tree, len(held) > 1)
+    most = max_failures()
+    merged = _cached((_state(found), "stats", tree, most), lambda: engine_mod
+                     .merge_stats([eng.stats(tree, len(held) > 1, most)
                                    for eng in held]))
     return copy.deepcopy(merged)  # callers may change theirs
 

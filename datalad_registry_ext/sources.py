@@ -33,6 +33,14 @@ remembered in the registry's local git config
 file is keyed by its *location* (a file's absolute path, a service's base
 URL, :func:`remote.api_base`), so every spelling of one location is one
 source.
+
+One source can also move to another location, and is then recognised, not
+duplicated: ``--name`` of a source of the same kind synced from elsewhere
+moves it there; a registry superdataset is recognised by its dataset id
+(:mod:`superdatasets`); a JSON Lines file at a new path, unnamed, is the
+earlier file source whose URLs it mostly repeats (:data:`SAME_FILE_SOURCE`,
+a newer export of the same collection). A moved source's index moves with
+it (:func:`_adopt`), so the sync counts what changed against its records.
 """
 from __future__ import annotations
 
@@ -57,6 +65,7 @@ from datalad_registry_ext.files import TMP_SUFFIX, atomic_file
 from datalad_registry_ext.index import (
     Index,
     IndexCorrupt,
+    all_indexes,
     local_index,
     source_index,
 )
@@ -72,6 +81,11 @@ from datalad_registry_ext.records import (
 )
 from datalad_registry_ext.registry import is_registry
 
+#: a JSON Lines file at a path not synced before is the same source as an
+#: earlier file source when the URLs both have make at least this share of
+#: the URLs either has (their Jaccard index): a newer export of the same
+#: collection is, a subset or a superset of half the size or less is not
+SAME_FILE_SOURCE = 0.5
 #: the compression ratio is only judged past this many decompressed bytes
 #: (small files compress well for innocent reasons)
 RATIO_GRACE = 64 * 1024 * 1024
@@ -234,33 +248,43 @@ class _Repeated(Exception):
     """A URL is on more than one line: import again, knowing the last."""
 
 
-def import_jsonl(registry: Path, path: Path | str, *, name: str | None = None
+def import_jsonl(registry: Path, path: Path | str, *, name: str | None = None,
+                 scanned=None, renamed_from: str | None = None
                  ) -> ImportSummary:
     """Replace the records of the source ``path`` in the registry's index.
     The records' ``source`` is ``name``, by default the file's absolute
-    path."""
+    path. ``scanned``: what :func:`_scan` found in the file, if it ran;
+    ``renamed_from``: the name the source's records had (an unnamed source
+    moved to a new path), so that only that is no change."""
     path = Path(path).absolute()
     index = source_index(registry, str(path))
     with index.locked():
         return _replace(index, path, name or str(path),
-                        dict(location=str(path), kind="jsonl"))
+                        dict(location=str(path), kind=JSONL), scanned,
+                        renamed_from)
 
 
-def _replace(index: Index, path: Path, source: str, meta: dict
-             ) -> ImportSummary:
+def _replace(index: Index, path: Path, source: str, meta: dict,
+             scanned=None, renamed_from: str | None = None) -> ImportSummary:
     """Replace the records of ``index`` with those of the JSON Lines file
     ``path``, as records of ``source``. Call with the index's lock held."""
     old = _previous_digests(index)
+    if scanned is not None:
+        return _import(index, path, source, old, *scanned, meta=meta,
+                       renamed_from=renamed_from)
     try:
-        return _import(index, path, source, old, meta=meta)
+        return _import(index, path, source, old, meta=meta,
+                       renamed_from=renamed_from)
     except _Repeated:
         last, problems = _scan(path, source)
-        return _import(index, path, source, old, last, problems, meta=meta)
+        return _import(index, path, source, old, last, problems, meta=meta,
+                       renamed_from=renamed_from)
 
 
 def _import(index: Index, path: Path, source: str, old: dict[str, str],
             last: dict[str, int] | None = None, problems=None, *,
-            meta: dict | None = None) -> ImportSummary:
+            meta: dict | None = None, renamed_from: str | None = None
+            ) -> ImportSummary:
     """One pass over the file: each chosen record goes to the index file and
     to its search database. Without ``last`` (which line of each URL to
     keep), a URL seen twice raises _Repeated and nothing is written."""
@@ -285,7 +309,9 @@ def _import(index: Index, path: Path, source: str, old: dict[str, str],
                 prev = old.pop(url, None)
                 if prev is None:
                     summary.added += 1
-                elif prev == _digest(text):
+                elif prev == _digest(text) or (
+                        renamed_from is not None and prev == _digest(
+                            _serialize(dict(rec, source=renamed_from)))):
                     summary.unchanged += 1
                 else:
                     summary.updated += 1
@@ -333,6 +359,12 @@ def export_jsonl(records: Iterable[dict], path: Path | str) -> int:
 # -- registry-sync ---------------------------------------------------------------------
 
 ACTION = "registry_sync"
+#: the kinds of source (the index meta's ``kind``; a superdataset's is
+#: :data:`superdatasets.KIND`)
+JSONL = "jsonl"
+SERVICE = "datalad-registry"
+_KIND_WORDS = {JSONL: "a JSON Lines file", SERVICE: "a DataLad-Registry service",
+               superdatasets.KIND: "a registry superdataset"}
 
 #: a source name: what ``--name`` accepts (and config subsections hold)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}$")
@@ -456,11 +488,22 @@ class SourceNameError(SourceError):
     status = "impossible"
 
 
+def _kind_of(entry: dict) -> str:
+    """What a remembered source is (services and files are told by their
+    URL; a superdataset is remembered with its kind)."""
+    if entry.get("kind"):
+        return entry["kind"]
+    return SERVICE if remote.is_http_url(entry["url"]) else JSONL
+
+
 def _choose_name(known: dict[str, dict], key: str, name: str | None,
-                 derived: str | None) -> str | None:
-    """The name to sync ``key`` (a source location) under: ``name`` if
-    given and free, else the name it is remembered under, else ``derived``
-    (made unique with ``-2``, ``-3``, ...)."""
+                 derived: str | None, kind: str
+                 ) -> tuple[str | None, str | None]:
+    """``(name, moved from)``: the name to sync ``key`` (a source location
+    of ``kind``) under: ``name`` if given and free or a source of the same
+    kind elsewhere (which then moves here: its location key is the second
+    item), else the name it is remembered under, else ``derived`` (made
+    unique with ``-2``, ``-3``, ...)."""
     mine = [n for n, e in known.items() if _location_key(e["url"]) == key]
     if name is not None:
         if name == LOCAL_SOURCE or not _NAME.match(name):
@@ -468,26 +511,55 @@ def _choose_name(known: dict[str, dict], key: str, name: str | None,
                 f"{name!r} cannot name a source: use letters, digits and "
                 "'._:@+-' (at most 100, starting with a letter or digit), "
                 f"and not {LOCAL_SOURCE!r}")
-        other = known.get(name)
-        if other is not None and _location_key(other["url"]) != key:
-            raise SourceNameError(
-                f"the source name {name!r} is taken by {scrub(other['url'])}; "
-                f"choose another --name, or drop it first with "
-                f"registry-sync --remove {name}")
         if mine and name not in mine:
             raise SourceNameError(
                 f"{scrub(key)} is already synced as {mine[0]!r}; sync it "
                 f"under that name, or drop it first with registry-sync "
                 f"--remove {mine[0]}")
-        return name
+        other = known.get(name)
+        if other is not None and _location_key(other["url"]) != key:
+            if _kind_of(other) != kind:
+                raise SourceNameError(
+                    f"the source name {name!r} is taken by "
+                    f"{scrub(other['url'])}, {_KIND_WORDS[_kind_of(other)]};"
+                    f" {scrub(key)} is {_KIND_WORDS[kind]}, so it cannot "
+                    "take its place: choose another --name, or drop it "
+                    f"first with registry-sync --remove {name}")
+            return name, _location_key(other["url"])
+        return name, None
     if mine:
-        return mine[0]
+        return mine[0], None
     if derived is None:
-        return None
+        return None, None
     candidate, i = derived, 2
     while candidate in known or candidate == LOCAL_SOURCE:
         candidate, i = f"{derived}-{i}", i + 1
-    return candidate
+    return candidate, None
+
+
+def _adopt(location: Path, name: str | None, old_key: str, index: Index,
+           kind: str, new_key: str, query: str | None = None) -> None:
+    """Move the source at ``old_key`` to ``index`` (its new location
+    ``new_key``; the caller holds ``index``'s lock): its index file and
+    search database move, so the next import replaces its records and counts
+    what changed. A named source is remembered at the new location at once,
+    so that no crash leaves its config and its index apart. Its incremental
+    sync state stays behind: a new location is synced in full once."""
+    old = source_index(location, old_key)
+    with old.locked():
+        # the index file first: its records are at one place or the other,
+        # never at both or neither (its database is derived, and a moved
+        # file keeps the fingerprint it was built for)
+        for a, b in ((old.path, index.path),
+                     (old.engine_path, index.engine_path)):
+            try:
+                os.replace(a, b)
+            except FileNotFoundError:
+                pass
+        mirror.forget(old)
+    if name is not None:
+        _remember(location, name, new_key, query,
+                  kind=kind if kind == superdatasets.KIND else None)
 
 
 def _derived_name(base: str) -> str:
@@ -623,18 +695,45 @@ def _is_superdataset(source: str, name: str | None, known: dict) -> bool:
 def _sync_superdataset(location: Path, source: str, name: str | None,
                        known: dict) -> Iterator[dict]:
     key = superdatasets.location_key(source)
-    name = _choose_name(known, key, name, superdatasets.derived_name(key))
-    for res in superdatasets.sync(location, source, name, importer=_replace):
+    given = name
+    name, moved = _choose_name(known, key, name,
+                               superdatasets.derived_name(key),
+                               superdatasets.KIND)
+    others = {n: _location_key(e["url"]) for n, e in known.items()
+              if _kind_of(e) == superdatasets.KIND
+              and _location_key(e["url"]) != key}
+
+    def recognise(ds_id: str) -> tuple[str, str] | None:
+        # a source named on the command line is what it is named
+        if given is not None or any(_location_key(e["url"]) == key
+                                    for e in known.values()):
+            return None
+        same = [(other, other_key) for other, other_key in others.items()
+                if superdatasets.imported_dataset_id(location, other_key)
+                == ds_id]
+        # one dataset kept apart under several names on purpose: no guess
+        return same[0] if len(same) == 1 else None
+
+    def adopt(as_name: str, old_key: str, index: Index) -> None:
+        _adopt(location, as_name, old_key, index, superdatasets.KIND, key)
+
+    for res in superdatasets.sync(location, source, name, importer=_replace,
+                                  moved_from=moved, recognise=recognise,
+                                  adopt=adopt):
         if res["action"] == ACTION and res["status"] in ("ok", "notneeded"):
-            _remember(location, name, key, None, kind=superdatasets.KIND)
+            _remember(location, res["source"], key, None,
+                      kind=superdatasets.KIND)
         yield res
 
 
 def _sync_file(location: Path, path: Path, name: str | None, known: dict
                ) -> Iterator[dict]:
-    name = _choose_name(known, str(path), name, None)
-    base = {"action": ACTION, "path": str(path), "type": "file",
-            "source": name or str(path)}
+    key = str(path)
+    given = name
+    name, moved = _choose_name(known, key, name, None, JSONL)
+    base = {"action": ACTION, "path": key, "type": "file",
+            "source": name or key}
+    index = source_index(location, key)
     if path.is_file():
         # -d promises a registry "created on first use"; a missing or
         # unreadable file is reported by the import and creates nothing
@@ -643,10 +742,36 @@ def _sync_file(location: Path, path: Path, name: str | None, known: dict
             ensure_registry(location)
         except RegistryExtError as e:
             yield {"action": ACTION, "path": str(location), "type": "dataset",
-                   "source": str(path), "status": e.status, "message": str(e)}
+                   "source": key, "status": e.status, "message": str(e)}
             return
+    scanned = found = None
     try:
-        summary = import_jsonl(location, path, name=name)
+        if given is None and name is None and path.is_file() \
+                and not index.exists():
+            # a file at a new path: perhaps a newer export of a source
+            # synced before from another file
+            scanned = _scan(path, key)
+            found = _same_file_source(location, set(scanned[0]), known, key)
+            if found is not None:
+                name, moved = found[0], found[1]
+                base["source"] = name or key
+        if moved is not None:
+            if scanned is None:  # nothing moves for a file that is unreadable
+                scanned = _scan(path, name or key)
+            with index.locked():
+                _adopt(location, name, moved, index, JSONL, key)
+            how = (f"{found[2]} of the {found[3]} URLs in either are in "
+                   "both" if found else f"--name {name}")
+            yield dict(base, action="registry_source_moved",
+                       moved_from=scrub(moved), status="ok", message=(
+                           f"{key} is the source {name or ''}"
+                           f"{' ' if name else ''}synced before from "
+                           f"{scrub(moved)} ({how}): its records are replaced"
+                           + (" (give --name to keep both)" if found else "")))
+        summary = import_jsonl(
+            location, path, name=name, scanned=scanned,
+            renamed_from=moved if moved is not None and name is None
+            else None)
     except SourceError as e:
         yield dict(base, status="error", message=str(e))
         return
@@ -657,6 +782,56 @@ def _sync_file(location: Path, path: Path, name: str | None, known: dict
                    message=f"{path} line {line}: {problem} (skipped)")
     yield dict(base, status="ok", **_counts(summary),
                message=_summary_message(summary, str(path), "line"))
+
+
+def _same_file_source(location: Path, urls: set[str], known: dict,
+                      key: str) -> tuple[str | None, str, int, int] | None:
+    """``(name or None, location key, URLs in both, URLs in either)`` of the
+    earlier JSON Lines file source whose records ``urls`` (a file's, at
+    ``key``) mostly repeat (:data:`SAME_FILE_SOURCE`), or None."""
+    if not urls:
+        return None
+    others = {source_index(location, _location_key(e["url"])).path
+              for e in known.values() if _kind_of(e) != JSONL}
+    others.add(source_index(location, key).path)
+    best = None
+    for candidate in all_indexes(location)[1:]:
+        if candidate.path in others:
+            continue
+        theirs = _urls_of(candidate)
+        both, either = len(urls & theirs), len(urls | theirs)
+        if both / either >= SAME_FILE_SOURCE and (
+                best is None or both / either > best[1] / best[2]):
+            best = (candidate, both, either)
+    if best is None:
+        return None
+    try:
+        meta = best[0].meta()
+    except IndexCorrupt:
+        return None
+    old_key = meta.get("location") or meta.get("source")
+    if meta.get("kind", JSONL) != JSONL or not isinstance(old_key, str) \
+            or source_index(location, old_key).path != best[0].path:
+        return None
+    names = [n for n, e in known.items() if _location_key(e["url"]) == old_key]
+    return (names[0] if names else None), old_key, best[1], best[2]
+
+
+def _urls_of(index: Index) -> set[str]:
+    """The URLs of a source's records: from its search database when it is
+    current (nothing parsed), else from its index file."""
+    fingerprint = index.fingerprint()
+    if fingerprint is None:
+        return set()
+    try:
+        with engine_mod.Engine.open(index.engine_path, fingerprint) as eng:
+            return eng.urls()
+    except engine_mod.EngineError:
+        pass
+    try:
+        return {r["url"] for r in index.records()}
+    except IndexCorrupt:
+        return set()
 
 
 def _counts(summary: ImportSummary) -> dict:
@@ -676,16 +851,19 @@ def _sync_service(location: Path, url: str, name: str | None,
                   query: str | None, known: dict, progress: Progress | None
                   ) -> Iterator[dict]:
     base = remote.api_base(url)
-    name = _choose_name(known, base, name, _derived_name(base))
+    name, moved = _choose_name(known, base, name, _derived_name(base),
+                               SERVICE)
     query = query if query and query.strip() else None
     result = {"action": ACTION, "path": str(location), "type": "dataset",
               "source": name, "url": base}
     if query:
         result["query"] = query
+    if moved is not None:
+        result["moved_from"] = scrub(moved)
     with remote.Service(base, token=remote.token_for(name), label=base,
                         name=name) as service:
         index = source_index(location, base)
-        meta = dict(location=base, kind="datalad-registry", query=query)
+        meta = dict(location=base, kind=SERVICE, query=query)
         if index.exists():
             # synced before: transfer only what changed since (mirror.py)
             done = mirror.sync_changes(
@@ -715,6 +893,9 @@ def _sync_service(location: Path, url: str, name: str | None,
                         max_bytes=_limit(config.IMPORT_MAX_BYTES),
                         progress=(lambda done, total: progress(
                             stage, done, total)) if progress else None)
+                if moved is not None:  # downloaded: now it may move here
+                    _adopt(location, name, moved, index, SERVICE, base,
+                           query)
                 summary = _replace(index, Path(spool), name, dict(
                     meta, how=got.how))
                 mirror.after_full(index, base, name, query, digests,
@@ -738,7 +919,8 @@ def _sync_service(location: Path, url: str, name: str | None,
                    + (f", query {query!r}" if query else "") + "): "
                    f"{summary.added} new, {summary.updated} updated, "
                    f"{summary.removed} removed, "
-                   f"{_count(len(summary.problems), 'record')} skipped"))
+                   f"{_count(len(summary.problems), 'record')} skipped"
+                   + (f"; moved here from {scrub(moved)}" if moved else "")))
 
 
 def _remove_source(location: Path, name: str) -> Iterator[dict]:

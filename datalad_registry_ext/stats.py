@@ -35,19 +35,43 @@ Categories (as upstream; they overlap and do not partition the collection):
 - summary: ``unique_ds_count`` is the number of distinct ``ds_id`` values,
   ``ds_count`` the number of records.
 
+A second key of ours, at the top level: ``check_stats``, registry-update's
+checks of the records (``records.CHECK_FAILURE_FIELDS``)::
+
+    "check_stats": {"checked_count": n, "failing_count": n,
+                    "unreachable_count": n}
+
+- failing: ``n_failed_chks`` above 0 (the last check failed);
+- unreachable: failing, and ``n_failed_chks`` at least ``max_failures``
+  (the configuration ``datalad.registry.update-max-failures``, default 10,
+  which the caller passes: registry-update skips these repositories);
+- checked: a ``last_chk_dt`` or a ``last_failed_chk_dt`` (not null), i.e.
+  checked at least once (registry-submit's first look counts; records from
+  DataLad-Registry carry its ``last_chk_dt``).
+
+``n_failed_chks`` is read as the sizes are (:func:`_int`: a number, or a
+text of an integer; anything else counts as no failure). ``check_stats`` is
+present only when some record is failing (then with all three counts, zeros
+included): a collection without failed checks has upstream's exact shape,
+as the unknown-size key is left out when there is nothing to report.
+
 Pure Python; imports nothing of DataLad.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["collection_stats"]
+__all__ = ["collection_stats", "CHECK_STATS_KEY", "DEFAULT_MAX_FAILURES"]
 
 ANNEX_BRANCH = "git-annex"
 #: our key in an ANNEX dict (see the module doc)
 UNKNOWN_SIZE_KEY = "annexed_files_unknown_size_count"
 #: the record field it sums
 UNKNOWN_SIZE_FIELD = "annexed_files_in_wt_unknown_size_count"
+#: our top-level key of registry-update's checks (see the module doc)
+CHECK_STATS_KEY = "check_stats"
+#: datalad.registry.update-max-failures' default
+DEFAULT_MAX_FAILURES = 10
 
 
 class _Sum:
@@ -114,15 +138,46 @@ def _better(a, b) -> bool:
     return False
 
 
-def collection_stats(records: Iterable[dict]) -> dict:
-    """Statistics over ``records`` (see the module doc)."""
+def check_flags(rec: dict):
+    """(checked, n_failed_chks as :func:`_int` reads it) of a record."""
+    checked = rec.get("last_chk_dt") is not None \
+        or rec.get("last_failed_chk_dt") is not None
+    return checked, _int(rec.get("n_failed_chks"))
+
+
+def add_check(counts: list, checked, failed, max_failures: int) -> None:
+    """Count one record's (checked, n_failed_chks) of :func:`check_flags`
+    into ``counts``: [checked, failing, unreachable]."""
+    if checked:
+        counts[0] += 1
+    if failed is not None and failed > 0:
+        counts[1] += 1
+        if failed >= max_failures:
+            counts[2] += 1
+
+
+def check_stats(checked: int, failing: int, unreachable: int):
+    """The ``check_stats`` value of these counts, None when nothing fails
+    (the key is left out then)."""
+    if not failing:
+        return None
+    return {"checked_count": checked, "failing_count": failing,
+            "unreachable_count": unreachable}
+
+
+def collection_stats(records: Iterable[dict],
+                     max_failures: int = DEFAULT_MAX_FAILURES) -> dict:
+    """Statistics over ``records`` (see the module doc); ``max_failures``:
+    the configured ``datalad.registry.update-max-failures``."""
     datalad = _Sum()
     pure_annex = _Sum()
     non_annex = 0
     total = 0
     best = {}  # ds_id -> (size, files) of the chosen copy
+    checks = [0, 0, 0]
     for rec in records:
         total += 1
+        add_check(checks, *check_flags(rec), max_failures)
         size = _int(rec.get("annexed_files_in_wt_size"))
         files = _int(rec.get("annexed_files_in_wt_count"))
         unknown = _int(rec.get(UNKNOWN_SIZE_FIELD))
@@ -143,7 +198,7 @@ def collection_stats(records: Iterable[dict]) -> dict:
     unique = _Sum()
     for size, files, unknown in best.values():
         unique.add(size, files, unknown)
-    return {
+    out = {
         "datalad_ds_stats": {
             "unique_ds_stats": unique.as_dict(),
             "stats": datalad.as_dict(),
@@ -152,3 +207,7 @@ def collection_stats(records: Iterable[dict]) -> dict:
         "non_annex_ds_stats": {"ds_count": non_annex},
         "summary": {"unique_ds_count": unique.count, "ds_count": total},
     }
+    checked = check_stats(*checks)
+    if checked is not None:
+        out[CHECK_STATS_KEY] = checked
+    return out

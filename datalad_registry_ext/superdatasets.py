@@ -38,6 +38,15 @@ The index file's meta table remembers the imported commit and the
 Nothing here is written to the registry: the import goes through the
 source's index only, under its lock, so a sync that fails or is killed
 leaves the previous records searchable.
+
+A superdataset is one source wherever it is fetched from: the first sync
+from a location not synced before reads the fetched commit's DataLad
+dataset id, and when an earlier superdataset source has the same id (a
+registry published to GitHub, synced once by its ``https://`` URL and now
+by ``git@github.com:``, or moved to another host), the caller's
+``recognise`` names that source and ``adopt`` moves its index to the new
+location, so the source keeps its name (and its records' ids) and the
+change is counted against its records.
 """
 from __future__ import annotations
 
@@ -92,6 +101,12 @@ INCREMENTAL_SHARE = 0.5
 LOOKUP_BUDGET = 200_000
 
 Importer = Callable[[Index, Path, str, dict], object]
+#: ``recognise(dataset id)``: ``(name, location key)`` of another source
+#: of that dataset, or None
+Recognise = Callable[[str], "tuple[str, str] | None"]
+#: ``adopt(name, old location key, index)``: move the source ``name`` from
+#: its old location to ``index`` (whose lock the caller holds)
+Adopt = Callable[[str, str, Index], None]
 
 
 class SuperdatasetError(RegistryExtError):
@@ -569,13 +584,19 @@ def _lookup(cache: Path, trees: list[str], paths: list[str], public: str
 ACTION = "registry_sync"
 
 
-def sync(location: Path, source: str, name: str, *, importer: Importer
-         ) -> Iterator[dict]:
+def sync(location: Path, source: str, name: str, *, importer: Importer,
+         moved_from: str | None = None, recognise: Recognise | None = None,
+         adopt: Adopt | None = None) -> Iterator[dict]:
     """Sync the registry superdataset ``source`` into the registry at
     ``location`` as the source ``name``. ``importer(index, spool, name,
     meta)`` replaces the source's records with those of the JSON Lines
     file ``spool`` and returns an :class:`sources.ImportSummary`. Yields
-    result-shaped outcomes; raises RegistryExtError (naming the source)."""
+    result-shaped outcomes; raises RegistryExtError (naming the source).
+
+    When ``source`` was not synced before, the source at the location key
+    ``moved_from`` (``--name`` of a source elsewhere), or else the one
+    ``recognise`` finds by the fetched dataset id, is ``adopt``-ed:
+    moved here, keeping its name, once the fetch showed a registry."""
     location = Path(location)
     key = location_key(source)
     public = scrub(key)
@@ -601,8 +622,22 @@ def sync(location: Path, source: str, name: str, *, importer: Importer
             raise
         reg.ensure_registry(location)
         with index.locked():
+            adopted = None
+            if adopt is not None and not index.exists():
+                if moved_from is not None:
+                    adopted = (name, moved_from)
+                elif recognise is not None:
+                    ds_id = dataset_id(cache, commit)
+                    adopted = recognise(ds_id) if ds_id else None
+                if adopted is not None and adopted[1] != key:
+                    name = adopted[0]
+                    result["source"] = name
+                    adopt(name, adopted[1], index)
+                else:
+                    adopted = None
             meta, previous = _previous(index)
-            if (meta.get("kind") == KIND and meta.get("source") == name
+            if (adopted is None and meta.get("kind") == KIND
+                    and meta.get("source") == name
                     and meta.get("commit") == commit
                     and meta.get("refs") == refs):
                 _keep(cache, commit, refs)
@@ -612,8 +647,10 @@ def sync(location: Path, source: str, name: str, *, importer: Importer
                                    f"{commit[:12]}: nothing was imported")
                 return
             read = None
+            # an adopted source's commit is in its old cache, not this one
             if meta.get("kind") == KIND and meta.get("complete") \
-                    and meta.get("commit") and previous is not None:
+                    and meta.get("commit") and previous is not None \
+                    and adopted is None:
                 try:
                     read = _read_changes(cache, meta["commit"], commit,
                                          meta.get("refs") or {}, refs,
@@ -626,6 +663,13 @@ def sync(location: Path, source: str, name: str, *, importer: Importer
                 location=key, kind=KIND, commit=commit, refs=refs,
                 complete=read.complete), public)
             _keep(cache, commit, refs)
+    if adopted is not None:
+        remove_cache(location, adopted[1])
+        yield dict(result, status="ok", action="registry_source_moved",
+                   moved_from=scrub(adopted[1]), message=(
+                       f"{public} is {name}, synced before from "
+                       f"{scrub(adopted[1])}: the same dataset, so the same "
+                       f"source (now synced from {public})"))
     yield from _missing_store(location, public, refs, read)
     yield dict(result, status="ok", commit=commit, how=read.how,
                read=read.read, imported=summary.imported,
@@ -638,6 +682,22 @@ def sync(location: Path, source: str, name: str, *, importer: Importer
                    f"{read.read} read): {summary.added} new, "
                    f"{summary.updated} updated, {summary.removed} removed, "
                    f"{summary.unchanged} unchanged"))
+
+
+def dataset_id(cache: Path, rev: str) -> str | None:
+    """The DataLad dataset id committed at ``rev`` in the bare ``cache``."""
+    out = git(["config", "--blob", f"{rev}:.datalad/config", "--get",
+               "datalad.dataset.id"], cwd=cache, check=False).strip()
+    return out or None
+
+
+def imported_dataset_id(registry: Path, key: str) -> str | None:
+    """The dataset id of what was last imported from the source ``key``
+    (None when its cache is gone)."""
+    cache = cache_path(registry, key)
+    if not (cache / "HEAD").exists():
+        return None
+    return dataset_id(cache, f"{IMPORTED}/head")
 
 
 def _previous(index: Index) -> tuple[dict, dict[str, dict] | None]:

@@ -241,6 +241,32 @@ def test_sync_a_service_by_any_spelling_search_it_and_drop_it(tmp_path,
     assert res[0]["status"] == "notneeded"
 
 
+def test_name_moves_a_service_source_to_another_spelling(tmp_path, served):
+    """Another host name for the same service is another location; --name
+    says it is the same source: it moves, keeping its records' ids."""
+    reg = tmp_path / "reg"
+    assert sync(reg, served.url, name="srv")[-1]["status"] == "ok"
+    other = served.url.replace("127.0.0.1", "localhost")
+    res = sync(reg, other, name="srv")
+    assert not failures(res), res
+    (done,) = res
+    assert (done["source"], done["url"], done["moved_from"]) == \
+        ("srv", other, served.url)
+    assert (done["unchanged"], done["added"], done["removed"]) == \
+        (N_SERVED, 0, 0)
+    assert f"moved here from {served.url}" in done["message"]
+    assert f"url = {other}" in config_of(reg)
+    assert not source_index(reg, served.url).exists()
+    assert len(list((index_dir(reg) / "sources").glob("*.json"))) == 1
+    # the records keep the source's name, which their ids derive from
+    found = hits(search(reg))
+    assert len(found) == N_SERVED and {h["source"] for h in found} == {"srv"}
+    # unnamed, the other spelling would be a source of its own
+    res = sync(reg, served.url)
+    assert res[-1]["source"] == "127.0.0.1:" + str(served.port)
+    assert "moved_from" not in res[-1]
+
+
 def test_paging_gives_what_the_stream_gives(tmp_path, served, monkeypatch):
     """Where a service has no record stream, its pages are read (following
     next_pg), with the same records as a result."""

@@ -1229,8 +1229,10 @@ def test_fuzz_jsonl_import_search_export(tmp_path):
     gz = tmp_path / "hostile.jsonl.gz"
     gz.write_bytes(gzip.compress(src.read_bytes()))
 
-    for source in (src, gz):
-        res = sync(reg, source)
+    # the same records in two files, kept apart by a name (unnamed, the
+    # second would be recognised as the same source and replace the first)
+    for source, name in ((src, None), (gz, "gz")):
+        res = sync(reg, source, name=name)
         assert {r["status"] for r in res} <= {"ok", "error", "impossible"}, res
         assert res[-1]["status"] == "ok", res[-1]
         assert res[-1]["imported"] >= 20
@@ -1280,7 +1282,7 @@ def test_fuzz_jsonl_import_search_export(tmp_path):
     exported = [_strict(x) for x in
                 jsonl_lines(gzip.decompress(out.read_bytes()).decode())]
     assert len(exported) == res[0]["records"]
-    res = sync(reg, out)
+    res = sync(reg, out, name="export")  # a third source, by its name
     assert {r["status"] for r in res} <= {"ok", "error", "impossible"}, res
     assert res[-1]["status"] == "ok"
     assert res[-1]["imported"] == len({r["url"] for r in exported})

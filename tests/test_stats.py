@@ -1,6 +1,8 @@
 """Collection statistics in DataLad-Registry's collection_stats shape."""
 import json
 
+import pytest
+
 from datalad_registry_ext.stats import collection_stats
 
 ANNEX = {"main": {"hexsha": "a"}, "git-annex": {"hexsha": "b"}}
@@ -188,3 +190,130 @@ def test_stats_over_generated_records(bench_records):
     # the records exercise every category and the choice among copies
     assert pure and non_annex and len(best) < len(with_id)
     json.dumps(stats)  # plain JSON
+
+
+# -- check_stats: registry-update's failed checks (ours) ---------------------------------
+
+def checked(url, n=None, last_chk=None, last_failed=None, **kw):
+    r = rec(url, **kw)
+    r.update(n_failed_chks=n, last_chk_dt=last_chk,
+             last_failed_chk_dt=last_failed)
+    return r
+
+
+DT = "2024-01-01T00:00:00+00:00"
+
+
+def test_check_stats_absent_without_failures():
+    # checked records, none failing: upstream's shape, no key of ours
+    stats = collection_stats([checked("a", None, DT), checked("b", 0, DT),
+                              checked("c")])
+    assert "check_stats" not in stats
+    assert set(stats) == {"datalad_ds_stats", "pure_annex_ds_stats",
+                          "non_annex_ds_stats", "summary"}
+
+
+def test_check_stats_counts():
+    records = [
+        checked("ok", None, DT),              # checked, fine
+        checked("never"),                     # never checked
+        checked("one", 1, DT, DT),            # failing
+        checked("nine", 9, None, DT),         # failing, below the default 10
+        checked("ten", 10, DT, DT),           # unreachable at the default
+        checked("many", 25, None, DT),        # unreachable
+        checked("zero", 0, DT, DT),           # reset: not failing
+    ]
+    assert collection_stats(records)["check_stats"] == {
+        "checked_count": 6, "failing_count": 4, "unreachable_count": 2}
+    # the threshold is the configured update-max-failures, given by the caller
+    assert collection_stats(records, 3)["check_stats"] == {
+        "checked_count": 6, "failing_count": 4, "unreachable_count": 3}
+    assert collection_stats(records, 100)["check_stats"][
+        "unreachable_count"] == 0
+    # 0 or less (nonsense) makes every failing record unreachable, never a
+    # record without failures
+    assert collection_stats(records, 0)["check_stats"][
+        "unreachable_count"] == 4
+    json.dumps(collection_stats(records))
+
+
+def test_check_stats_reads_counts_as_sizes_are_read():
+    # numbers, texts of integers; bools, other texts, lists: no failure
+    records = [checked("a", "3"), checked("b", 2.5), checked("c", True),
+               checked("d", "x"), checked("e", [4]), checked("f", -2),
+               checked("g", "12")]
+    assert collection_stats(records)["check_stats"] == {
+        "checked_count": 0, "failing_count": 3, "unreachable_count": 1}
+
+
+def _failure_records():
+    """Records with assorted check-failure values, incl. None, odd types
+    and values SQLite cannot hold (matched in Python by the engine)."""
+    import random
+    rnd = random.Random(7)
+    recs = []
+    for i in range(300):
+        r = {"url": f"https://f.org/{i}", "metadata": [],
+             "tags": [{"name": rnd.choice(["v1", "v2"])}],
+             "ds_id": rnd.choice([None, "A", "B", f"u{i}"]),
+             "branches": rnd.choice([None, ANNEX, PLAIN]),
+             "annexed_files_in_wt_size": rnd.choice([None, 0, 10])}
+        for key, values in (
+                ("n_failed_chks", [None, None, 0, 1, 2, 3, 9, 10, 11, 250,
+                                   "4", "x", True, 1.5, -1]),
+                ("last_chk_dt", [None, DT, "not a date"]),
+                ("last_failed_chk_dt", [None, DT])):
+            if rnd.random() < 0.85:
+                r[key] = rnd.choice(values)
+        recs.append(r)
+    recs += [{"url": "https://f.org/huge", "n_failed_chks": 2 ** 70,
+              "metadata": []},
+             {"url": "https://f.org/nan", "n_failed_chks": float("nan"),
+              "last_chk_dt": DT, "metadata": []},
+             {"url": "https://f.org/inf", "n_failed_chks": float("inf"),
+              "metadata": []}]
+    return recs
+
+
+@pytest.mark.parametrize("query", ["", "tags:v1", "NOT tags:v1", "url:1",
+                                   "url:huge OR url:nan", "n_failed_chks:>2",
+                                   "url:nothing"])
+def test_engine_check_stats_equal_collection_stats(tmp_path_factory, query):
+    from datalad_registry_ext.engine import Engine, build, merge_stats
+    from datalad_registry_ext.query import SearchView, parse
+
+    recs = _failure_records()
+    matching = [recs[i] for i in SearchView(recs).search(query)]
+    whole = tmp_path_factory.mktemp("checks") / "all.sqlite"
+    build(whole, recs, "fp")
+    parts_paths = []
+    for k in range(3):
+        path = tmp_path_factory.mktemp("checks") / f"p{k}.sqlite"
+        build(path, recs[k::3], "fp")
+        parts_paths.append(path)
+    for most in (10, 3, 1, 0, 2 ** 70):
+        expected = collection_stats(matching, most)
+        with Engine.open(whole, "fp") as eng:
+            assert merge_stats([eng.stats(parse(query), True, most)]) == \
+                expected, most
+            assert merge_stats([eng.stats(parse(query), False, most)]) == \
+                expected, most
+        parts = []
+        for path in parts_paths:
+            with Engine.open(path, "fp") as eng:
+                parts.append(json.loads(json.dumps(
+                    eng.stats(query, True, most))))
+        assert merge_stats(parts) == expected, most
+    if query in ("", "n_failed_chks:>2"):
+        assert collection_stats(matching)["check_stats"]["failing_count"] > 0
+        assert collection_stats(matching)["check_stats"][
+            "unreachable_count"] > 0
+
+
+def test_engine_stats_refuses_a_non_int_threshold(tmp_path):
+    from datalad_registry_ext.engine import Engine, build
+    build(tmp_path / "x.sqlite", [checked("a", 3)], "fp")
+    with Engine.open(tmp_path / "x.sqlite", "fp") as eng:
+        for bad in ("10", 1.5, True, None):
+            with pytest.raises(TypeError):
+                eng.stats("", True, bad)

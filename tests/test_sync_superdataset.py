@@ -330,7 +330,51 @@ def test_what_is_not_a_registry_is_refused(published, tmp_path):
     run("git", "push", "-q", str(bare2), "HEAD~1:refs/heads/main",
         cwd=primary)
     run("git", "symbolic-ref", "HEAD", "refs/heads/main", cwd=bare2)
-    res = sync(replica, str(bare2))
+    res = sync(replica, str(bare2), name="no-refs")
     (warning,) = [r for r in res if r["action"] == "registry_metadata_refs"]
     assert "no metadata refs" in warning["message"]
     assert final(res)["status"] == "ok" and final(res)["added"] == 3
+
+
+def test_one_registry_from_a_new_place_is_the_same_source(published,
+                                                          tmp_path):
+    """A registry published elsewhere (another path or URL, same dataset
+    id) is the source synced before: it keeps its name and records' ids and
+    its old fetched copy goes; sources named apart on purpose stay apart."""
+    primary, bare, urls = published
+    replica = tmp_path / "replica"
+    first = final(sync(replica, bare.as_uri()))
+    assert first["status"] == "ok" and first["source"] == "primary"
+    old_cache = cache_path(replica, str(bare))
+    assert (old_cache / "HEAD").exists()
+
+    moved_bare = tmp_path / "elsewhere" / "registry.git"
+    shutil.copytree(bare, moved_bare, symlinks=True)
+    with HTTPServer(moved_bare.parent) as server:
+        url = f"{server.url}/registry.git"
+        res = sync(replica, url)
+        (note,) = [r for r in res if r["action"] == "registry_source_moved"]
+        assert note["moved_from"] == str(bare)
+        assert "the same dataset" in note["message"]
+        done = final(res)
+        assert (done["status"], done["source"], done["unchanged"],
+                done["added"], done["removed"]) == ("ok", "primary", 3, 0, 0)
+        config = (replica / ".git" / "config").read_text()
+        assert f"url = {url}" in config and str(bare) not in config
+        assert not old_cache.exists()
+        assert not source_index(replica, str(bare)).exists()
+        assert urls_of(search(replica, source="primary")) == \
+            set(urls.values())
+        # the next sync from the new place: unchanged, nothing moved
+        res = sync(replica, "primary")
+        assert final(res)["status"] == "notneeded"
+        assert not [r for r in res if r["action"] == "registry_source_moved"]
+
+    # kept apart by a name: a second source; then a third spelling is
+    # ambiguous, and becomes a source of its own rather than a guess
+    assert final(sync(replica, str(bare), name="again"))["added"] == 3
+    third = tmp_path / "third.git"
+    shutil.copytree(bare, third, symlinks=True)
+    res = sync(replica, str(third))
+    assert not [r for r in res if r["action"] == "registry_source_moved"]
+    assert final(res)["added"] == 3 and final(res)["source"] == "third"

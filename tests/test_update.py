@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -232,6 +233,86 @@ def test_failures_back_off_unreachable_and_reset(tmp_path, config):
     assert record(registry, gone)["n_failed_chks"] == 1
     assert fine  # checked all along
     assert record(registry, fine)["n_failed_chks"] is None
+
+
+def test_failed_checks_in_collection_stats(tmp_path, config):
+    """Failed checks of a real registry-update show in the collection
+    statistics: registry-search --stats (Python and CLI, with the table's
+    FAILED column), the API's collection_stats and the overview page of a
+    real registry-serve."""
+    repos, registry = registered(tmp_path, 3)
+    gone, broken, fine = (str(r) for r in repos)
+    os.rename(gone, tmp_path / "moved-away")
+    import shutil
+    shutil.rmtree(Path(broken) / ".git")
+    config(**{"update-max-failures": 2})
+    assert summary(update(registry))["failed"] == 2
+    # --force checks it again at once (no back-off): 2 failures, unreachable
+    assert by_url(update(registry, gone, force=True))[gone][
+        "n_failed_chks"] == 2
+    # all three checked (registry-submit's look), two failing, one of them
+    # unreachable at update-max-failures 2
+    expected = {"checked_count": 3, "failing_count": 2,
+                "unreachable_count": 1}
+
+    def stats_of(query=None):
+        (s,) = [r for r in call(registry_search, query, dataset=str(registry),
+                                stats=True, limit=0)
+                if r.get("action") == "registry_search_stats"]
+        return s["collection_stats"]
+    assert stats_of()["check_stats"] == expected
+    assert stats_of(f"url:{Path(fine).name}").get("check_stats") is None
+    assert stats_of(f"url:={gone}")["check_stats"] == {
+        "checked_count": 1, "failing_count": 1, "unreachable_count": 1}
+
+    # a search database of an older schema (without the check columns) is
+    # rebuilt from the index by the next search
+    import sqlite3
+    from datalad_registry_ext.engine import SCHEMA_VERSION
+    db = local_index(registry).engine_path
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema'",
+                    (SCHEMA_VERSION - 1,))
+    con.close()
+    out = subprocess.run(["datalad", "registry-search", "-d", str(registry),
+                          "--stats"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema'"
+                           ).fetchone()[0] == SCHEMA_VERSION
+    con.close()
+    assert "failed checks (registry-update): 2 failing records " \
+           "(1 unreachable), of 3 checked records" in out.stdout
+    header, *rows = out.stdout.splitlines()
+    assert "FAILED" in header.split()
+    failed_at = header.index("FAILED")
+    marks = {row.split()[0]: row[failed_at:failed_at + 6].strip()
+             for row in rows[:3]}
+    assert marks == {gone: "2", broken: "1", fine: "-"}  # "-": empty
+
+    pytest.importorskip("fastapi")
+    import requests
+    from .test_serve_api import ServerProcess
+    with ServerProcess(registry, dict(os.environ)) as server:
+        body = requests.get(server.api + "/dataset-urls", timeout=60).json()
+        assert body["collection_stats"]["check_stats"] == expected
+        assert body["collection_stats"]["summary"]["ds_count"] == 3
+        # the processed filter takes the Python path (stats.collection_stats)
+        body = requests.get(server.api + "/dataset-urls", timeout=60,
+                            params={"processed": "true"}).json()
+        assert body["collection_stats"]["check_stats"] == expected
+        page = requests.get(server.url + "overview/", timeout=60).text
+        assert "failed checks: 2" in page
+        assert "n_failed_chks%3A%3E0" in page   # links to the failing ones
+        table = page[page.index('id="check-stats"'):]
+        table = table[:table.index("</table>")]
+        assert re.findall(r'<td class="num">(\d+)</td>', table) == \
+            ["3", "2", "1"]
+        assert "Unreachable (2 or more failed checks" in table
+        # a query without failing records: no check statistics
+        page = requests.get(server.url + "overview/", timeout=60,
+                            params={"query": Path(fine).name}).text
+        assert "check-stats" not in page and "failed checks:" not in page
 
 
 def _silent_server():

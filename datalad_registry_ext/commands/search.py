@@ -28,7 +28,7 @@ from datalad_registry_ext.commands._common import (
 )
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS, TABLE_COLUMNS
-from datalad_registry_ext.stats import UNKNOWN_SIZE_KEY
+from datalad_registry_ext.stats import CHECK_STATS_KEY, UNKNOWN_SIZE_KEY, _int
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -102,7 +102,9 @@ class RegistrySearch(Interface):
             action="store_true",
             doc="""also report the collection statistics of the matching
             records (DataLad-Registry's structure: DataLad datasets, unique
-            by dataset id, pure annex and plain git repositories)."""),
+            by dataset id, pure annex and plain git repositories; and, when
+            some record's last registry-update check failed, the checked,
+            failing and unreachable records)."""),
         export=Parameter(
             args=("--export",),
             metavar="FILE",
@@ -252,7 +254,8 @@ def _exported(location, query, target, order_by, order_dir, source=None):
 
 # the fixed widths of the narrow columns; URL takes what is left
 _WIDTHS = {"ds_id": 8, "head_describe": 14, "annexed_files_in_wt_size": 9,
-           "last_update_dt": 10, "metadata": 24, "source": 12}
+           "last_update_dt": 10, "n_failed_chks": 6, "metadata": 24,
+           "source": 12}
 _MIN_URL = 40
 
 
@@ -273,13 +276,25 @@ def _cell(field: str, hit: dict) -> str:
         return (hit.get(field) or "")[:10]
     if field == "metadata":
         return ",".join(hit.get("extractors") or [])
+    if field == "n_failed_chks":
+        return str(hit[field]) if _failing(hit) else ""
     return str(hit.get(field) or "")
 
 
+def _failing(hit: dict) -> bool:
+    """Whether registry-update's last check of ``hit`` failed (as the
+    statistics' check_stats count it)."""
+    n = _int(hit.get("n_failed_chks"))
+    return n is not None and n > 0
+
+
 def format_table(hits: list[dict], width: int | None = None) -> list[str]:
-    """The results as a table; with a ``width``, cut to fit it (URLs last)."""
+    """The results as a table; with a ``width``, cut to fit it (URLs last).
+    SOURCE only when the hits come from several sources, FAILED (failed
+    checks, registry-update) only when some hit's last check failed."""
     columns = [(f, h) for f, h in TABLE_COLUMNS
-               if f != "source" or len({h.get("source") for h in hits}) > 1]
+               if (f != "source" or len({h.get("source") for h in hits}) > 1)
+               and (f != "n_failed_chks" or any(map(_failing, hits)))]
     rows = [[_cell(f, h) for f, _ in columns] for h in hits]
     widths = [max([len(head)] + [len(r[i]) for r in rows])
               for i, (_, head) in enumerate(columns)]
@@ -328,4 +343,15 @@ def format_stats(stats: dict) -> list[str]:
         f"{plural(stats['non_annex_ds_stats']['ds_count'], 'repository', 'repositories')}",
         f"  summary: {plural(stats['summary']['unique_ds_count'], 'unique dataset')}, "
         f"{plural(stats['summary']['ds_count'], 'record')}",
-    ]
+    ] + _check_lines(stats.get(CHECK_STATS_KEY))
+
+
+def _check_lines(checks) -> list[str]:
+    """The line of the statistics' check_stats (ours; none without it)."""
+    if not isinstance(checks, dict):
+        return []
+    return [
+        f"  failed checks (registry-update): "
+        f"{plural(checks.get('failing_count', 0), 'failing record')} "
+        f"({checks.get('unreachable_count', 0)} unreachable), of "
+        f"{plural(checks.get('checked_count', 0), 'checked record')}"]

@@ -157,6 +157,9 @@ class RegistrySync(Interface):
 
     @staticmethod
     def custom_result_renderer(res, **kwargs):
+        if res.get("action") == "registry_source_moved":
+            ui.message(f"{'moved':<10} {res.get('message')}")
+            return
         if res.get("action") != ACTION:
             generic_result_renderer(res)
             return

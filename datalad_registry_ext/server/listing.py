@@ -377,7 +377,8 @@ def _processed_listing(registry, params, tree, offset, per_page, metadata):
         for h in page:
             rec = full.get(api_record(h)["id"]) or {}
             h["metadata"] = rec.get("metadata") or []
-    stats = collection_stats(kept) if params.collection_stats else None
+    stats = collection_stats(kept, search_mod.max_failures()) \
+        if params.collection_stats else None
     return len(kept), page, stats
 
 

@@ -98,11 +98,28 @@ class StatsSummary(BaseModel):
     ds_count: NonNegativeInt
 
 
+class CheckStats(BaseModel):
+    """registry-update's checks of the records (ours, not upstream's)."""
+    checked_count: NonNegativeInt = Field(
+        ..., description="records checked at least once (a last_chk_dt or "
+        "a last_failed_chk_dt)")
+    failing_count: NonNegativeInt = Field(
+        ..., description="records whose last check failed (n_failed_chks "
+        "above 0)")
+    unreachable_count: NonNegativeInt = Field(
+        ..., description="failing records with at least "
+        "datalad.registry.update-max-failures failed checks (no longer "
+        "checked)")
+
+
 class CollectionStats(BaseModel):
     datalad_ds_stats: DataladDsCollectionStats
     pure_annex_ds_stats: AnnexDsCollectionStats
     non_annex_ds_stats: NonAnnexDsCollectionStats
     summary: StatsSummary
+    check_stats: Optional[CheckStats] = Field(
+        None, description="Ours, not upstream's: present only when some "
+        "record's last check failed")
 
 
 class DatasetURLPage(BaseModel):

@@ -583,7 +583,8 @@ def overview(request: Request) -> Response:
     first = (page - 1) * per_page + 1 if result.hits else 0
     return render(request, "overview.html", status=status, error=error,
                   result=result, pages=pages, first=first,
-                  last=(page - 1) * per_page + len(result.hits), **context)
+                  last=(page - 1) * per_page + len(result.hits),
+                  max_failures=search_mod.max_failures(), **context)
 
 
 def _headers(key: str, direction: str, link) -> list[dict]:
