@@ -316,6 +316,12 @@ def test_examples_link_to_their_queries(site):
     assert queries == [q for q, _ in EXAMPLES]
     for q in queries:  # every example is a valid query
         html_of(get(site, "/overview/", params={"query": q}))
+    # the help names every field the query language knows
+    from datalad_registry_ext.query.fields import KNOWN_FIELDS
+    fields = help_[help_.index("<p>Fields:"):]
+    fields = fields[:fields.index("</p>")]
+    assert set(KNOWN_FIELDS) <= set(re.findall(r"<code>(\w+)</code>",
+                                               fields))
 
 
 def test_record_page(site, made_file):

@@ -28,7 +28,11 @@ from datalad_registry_ext.commands._common import (
 )
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.records import ORDER_KEYS, TABLE_COLUMNS
-from datalad_registry_ext.stats import CHECK_STATS_KEY, UNKNOWN_SIZE_KEY, _int
+from datalad_registry_ext.stats import (
+    CHECK_STATS_KEY,
+    UNKNOWN_SIZE_KEY,
+    check_flags,
+)
 
 lgr = logging.getLogger("datalad.registry_ext.search")
 
@@ -284,7 +288,7 @@ def _cell(field: str, hit: dict) -> str:
 def _failing(hit: dict) -> bool:
     """Whether registry-update's last check of ``hit`` failed (as the
     statistics' check_stats count it)."""
-    n = _int(hit.get("n_failed_chks"))
+    n = check_flags(hit)[1]
     return n is not None and n > 0
 
 

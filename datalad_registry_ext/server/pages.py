@@ -45,6 +45,7 @@ from datalad_registry_ext import search as search_mod
 from datalad_registry_ext.engine import EngineDamaged, EngineError
 from datalad_registry_ext.errors import RegistryExtError
 from datalad_registry_ext.query import QueryError
+from datalad_registry_ext.query.fields import KNOWN_FIELDS
 from datalad_registry_ext.query.parser import MAX_QUERY_LENGTH
 from datalad_registry_ext.records import (
     CATALOGUE,
@@ -117,7 +118,13 @@ EXAMPLES = (
     ("last_update_dt:>=2024-05", "date comparison"),
     ("subds_url:OpenNeuroDatasets", "among the subdatasets"),
     ("haxby (url:github OR url:gin) NOT bids", "boolean combination"),
+    ("n_failed_chks:>0", "registry-update's last check failed"),
 )
+
+#: the fields of the help box: the catalogue's in its order, then the
+#: query language's own (subdatasets)
+QUERY_FIELDS = tuple(f.name for f in CATALOGUE if f.search)
+QUERY_FIELDS += tuple(sorted(set(KNOWN_FIELDS) - set(QUERY_FIELDS)))
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -556,6 +563,7 @@ def overview(request: Request) -> Response:
     context = dict(
         query=query, sort=sort, order_key=key, direction=direction,
         page=page, per_page=per_page, link=link, examples=EXAMPLES,
+        query_fields=QUERY_FIELDS,
         headers=_headers(key, direction, link),
         per_page_choices=PER_PAGE_CHOICES, sort_choices=SORT_CHOICES,
         notices=notices,
