@@ -249,8 +249,8 @@ def _stored_records(realm: Path) -> list[dict]:
     """Every record of the store (all root versions, duplicates included)
     that sits in a root version's dataset tree."""
     try:
-        records = _records_direct(realm)
-    except _UnknownLayout:
+        records = records_direct(realm)
+    except UnknownLayout:
         records = _records_via_metalad(realm)
     return [r for r in records
             if r.get("dataset_path") and r.get("root_dataset_version")]
@@ -436,15 +436,15 @@ def dump_aggregated(registry_path, *, use_metalad: bool = False
         records = _records_via_metalad(registry_path)
     else:
         try:
-            records = _records_direct(registry_path)
-        except _UnknownLayout as e:
+            records = records_direct(registry_path)
+        except UnknownLayout as e:
             lgr.debug("reading the metadata store directly failed (%s); "
                       "using meta_dump", e)
             records = _records_via_metalad(registry_path)
-    return _latest(records)
+    return latest(records)
 
 
-def _latest(records: Iterable[dict]) -> list[dict]:
+def latest(records: Iterable[dict]) -> list[dict]:
     best: dict[tuple, tuple] = {}
     for order, record in enumerate(records):
         path = record.get("dataset_path")
@@ -471,11 +471,11 @@ def _records_via_metalad(registry_path) -> list[dict]:
             == "dataset"]
 
 
-class _UnknownLayout(Exception):
+class UnknownLayout(Exception):
     pass
 
 
-class _ObjectReader:
+class ObjectReader:
     """Objects of one repository through a single ``git cat-file --batch``."""
 
     def __init__(self, repo):
@@ -492,7 +492,7 @@ class _ObjectReader:
         self.proc.stdin.flush()
         header = self.proc.stdout.readline()
         if not header:
-            raise _UnknownLayout("git cat-file ended")
+            raise UnknownLayout("git cat-file ended")
         parts = header.split()
         if len(parts) != 3:
             return None  # "<name> missing"
@@ -506,7 +506,7 @@ class _ObjectReader:
             return self.cache[name]
         obj = self.raw(name)
         if obj is None or obj[0] != "blob":
-            raise _UnknownLayout(f"object {name} missing or not a blob")
+            raise UnknownLayout(f"object {name} missing or not a blob")
         value = json.loads(obj[1])
         self.cache[name] = value
         return value
@@ -515,7 +515,7 @@ class _ObjectReader:
         """(mode, name, hexsha) entries of a tree object."""
         obj = self.raw(sha)
         if obj is None or obj[0] != "tree":
-            raise _UnknownLayout(f"object {sha} missing or not a tree")
+            raise UnknownLayout(f"object {sha} missing or not a tree")
         data, entries, pos = obj[1], [], 0
         hashlen = len(sha) // 2
         while pos < len(data):
@@ -544,32 +544,32 @@ class _ObjectReader:
                 for p, b in self.cache[key]]
 
 
-def _reference(obj, class_name: str) -> str | None:
+def reference(obj, class_name: str) -> str | None:
     if not isinstance(obj, dict) or obj.get("@", {}).get("type") \
             != "Reference" or obj["@"].get("version") != _STORE_VERSION:
-        raise _UnknownLayout(f"unexpected reference {obj!r:.200}")
+        raise UnknownLayout(f"unexpected reference {obj!r:.200}")
     if obj.get("class_name") != class_name:
-        raise _UnknownLayout(
+        raise UnknownLayout(
             f"reference to {obj.get('class_name')}, expected {class_name}")
     location = obj.get("location")
     return None if location in (None, "*None*") else location
 
 
-def _records_direct(registry_path) -> list[dict]:
+def records_direct(registry_path) -> list[dict]:
     repo = Path(registry_path)
-    reader = _ObjectReader(repo)
+    reader = ObjectReader(repo)
     try:
         tvl_obj = reader.raw(_TVL_REF)
         if tvl_obj is None:
             return []
         if tvl_obj[0] != "blob":
-            raise _UnknownLayout("tree version list is not a blob")
+            raise UnknownLayout("tree version list is not a blob")
         tvl = json.loads(tvl_obj[1])
         if not isinstance(tvl, list):
-            raise _UnknownLayout("tree version list is not a list")
+            raise UnknownLayout("tree version list is not a list")
         out = []
         for item in tvl:
-            tree_sha = _reference(item["dataset_tree"], "MTreeNode")
+            tree_sha = reference(item["dataset_tree"], "MTreeNode")
             if tree_sha is None:
                 continue
             prefix = item.get("path") or ""
@@ -592,26 +592,26 @@ def _records_direct(registry_path) -> list[dict]:
                             "dataset_path": path}
                 else:
                     continue  # the registry's own records
-                out.extend(_mrr_records(reader, blob, info))
+                out.extend(mrr_records(reader, blob, info))
         return out
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise _UnknownLayout(f"{type(e).__name__}: {e}") from e
+        raise UnknownLayout(f"{type(e).__name__}: {e}") from e
     finally:
         reader.close()
 
 
-def _mrr_records(reader: _ObjectReader, blob: str, info: dict) -> list[dict]:
+def mrr_records(reader: ObjectReader, blob: str, info: dict) -> list[dict]:
     mrr = reader.json(blob)
-    md_ref = _reference(mrr["dataset_level_metadata"], "Metadata")
+    md_ref = reference(mrr["dataset_level_metadata"], "Metadata")
     if md_ref is None:
         return []
     # the mapper stores a Reference blob that points to the Metadata blob
-    md_loc = _reference(reader.json(md_ref), "Metadata")
+    md_loc = reference(reader.json(md_ref), "Metadata")
     if md_loc is None:
         return []
     metadata = reader.json(md_loc)
     if metadata.get("@", {}).get("version") != _STORE_VERSION:
-        raise _UnknownLayout("unknown metadata serialisation version")
+        raise UnknownLayout("unknown metadata serialisation version")
     common = {"type": "dataset", **info,
               "dataset_id": mrr["dataset_identifier"],
               "dataset_version": mrr["dataset_version"]}

@@ -376,8 +376,8 @@ def _dump(cache: Path, public: str) -> list[dict]:
     """The whole metalad store, read directly (metalad's own reader needs a
     work tree the cache does not have)."""
     try:
-        return aggregate._latest(aggregate._records_direct(cache))
-    except aggregate._UnknownLayout as e:
+        return aggregate.latest(aggregate.records_direct(cache))
+    except aggregate.UnknownLayout as e:
         raise SuperdatasetError(
             f"{public}: its metadata store (refs/datalad/*) cannot be read "
             f"({e}); nothing was imported") from e
@@ -511,12 +511,12 @@ def _version_trees(cache: Path, tvl: str, public: str
         for item in items:
             if item.get("path"):
                 raise _Full("metadata aggregated below a path")
-            tree = aggregate._reference(item["dataset_tree"], "MTreeNode")
+            tree = aggregate.reference(item["dataset_tree"], "MTreeNode")
             if tree is not None:
                 trees.append((str(item.get("primary_data_version")), tree))
         return trees
     except (ValueError, KeyError, TypeError, AttributeError,
-            aggregate._UnknownLayout) as e:
+            aggregate.UnknownLayout) as e:
         raise SuperdatasetError(
             f"{public}: its metadata store (refs/datalad/*) cannot be read "
             f"(the tree version list {tvl[:12]}: {e}); nothing was "
@@ -557,7 +557,7 @@ def _store_paths(cache: Path, old: list[tuple[str, str]],
 def _lookup(cache: Path, trees: list[str], paths: list[str], public: str
             ) -> list[dict]:
     """The latest metalad records of ``paths`` across every dataset tree."""
-    reader = aggregate._ObjectReader(cache)
+    reader = aggregate.ObjectReader(cache)
     found = []
     try:
         for path in paths:
@@ -567,16 +567,16 @@ def _lookup(cache: Path, trees: list[str], paths: list[str], public: str
                 if obj is None or obj[0] != "blob":
                     continue
                 reader.cache[name] = json.loads(obj[1])
-                found.extend(aggregate._mrr_records(
+                found.extend(aggregate.mrr_records(
                     reader, name, {"dataset_path": path}))
-    except (aggregate._UnknownLayout, ValueError, KeyError, TypeError,
+    except (aggregate.UnknownLayout, ValueError, KeyError, TypeError,
             AttributeError) as e:
         raise SuperdatasetError(
             f"{public}: its metadata store (refs/datalad/*) cannot be read "
             f"({type(e).__name__}: {e}); nothing was imported") from e
     finally:
         reader.close()
-    return aggregate._latest(found)
+    return aggregate.latest(found)
 
 
 # -- syncing ----------------------------------------------------------------------------
