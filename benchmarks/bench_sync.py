@@ -12,7 +12,10 @@ measured. Medians of ``--repeat`` runs:
    request answered 304; also timed through the Python API in this process
    (no interpreter start-up);
 3. a sync after 100 records changed on the primary (target: <= 2 s): the
-   digests, the 100 records, a patch of the mirror's search database.
+   digests, the 100 records, a patch of the mirror's search database. Each
+   run syncs another mirror as its full sync left it (m0, m1, ...): the
+   first patch of a mirror, what a user meets first; then, apart, as many
+   runs that patch one mirror again and again (100 more records each).
 
 Same-run baselines: importing the same records from the local JSON Lines
 file (``registry-sync FILE``), a plain download of ``/all`` with
@@ -148,14 +151,27 @@ def main(argv=None) -> int:
                 assert res["status"] == "notneeded", res
 
             # -- 3. records changed --------------------------------------------
-            changed, reimport = [], []
-            for i in range(args.repeat):
-                write_records(plain, change(records, args.changed, i + 1))
+            def primary_becomes(state):
+                write_records(plain, state)
                 reimport.append(run_process(
                     ["datalad", "registry-sync", "-d", primary, "data"],
                     env)[0])
-                changed.append(run_process(["datalad", "registry-sync",
-                                            "-d", mirror, "primary"], env))
+
+            changed, later, reimport = [], [], []
+            for i in range(args.repeat):
+                # m<i> as its full sync left it, 100 records changed since
+                primary_becomes(change(records, args.changed, i + 1))
+                changed.append(run_process(
+                    ["datalad", "registry-sync", "-d", str(tmp / f"m{i}"),
+                     "primary"], env))
+            mirror = str(tmp / f"m{args.repeat - 1}")
+            state = change(records, args.changed, args.repeat)
+            for i in range(args.repeat):
+                # the same mirror again: 100 more records changed each time
+                state = change(state, args.changed, 1000 + i)
+                primary_becomes(state)
+                later.append(run_process(["datalad", "registry-sync",
+                                          "-d", mirror, "primary"], env))
             (res,) = registry_sync("primary", dataset=mirror,
                                    result_renderer="disabled",
                                    return_type="list")
@@ -181,7 +197,11 @@ def main(argv=None) -> int:
     print(f"{'unchanged, Python API in process':<46} "
           f"{statistics.median(in_process):7.3f} s")
     print(f"{f'{args.changed} changed, command line (target <= 2 s)':<46} "
-          f"{med(changed):7.2f} s  {max(r[1] for r in changed):6.0f} MiB")
+          f"{med(changed):7.2f} s  {max(r[1] for r in changed):6.0f} MiB"
+          f"  ({', '.join(f'{r[0]:.2f}' for r in changed)})")
+    print(f"{'  the same, a mirror patched before':<46} "
+          f"{med(later):7.2f} s  {max(r[1] for r in later):6.0f} MiB"
+          f"  ({', '.join(f'{r[0]:.2f}' for r in later)})")
     print(f"{'(re-import of the primary, not a sync)':<46} "
           f"{statistics.median(reimport):7.2f} s")
     return 0

@@ -872,7 +872,11 @@ def _sync_service(location: Path, url: str, name: str | None,
                 importer=lambda spool: _replace(index, spool, name, dict(
                     meta, how="incremental")))
             if done is not None:
-                _remember(location, name, base, query)
+                # unless remembered so already (two git processes)
+                entry = known.get(name) or {}
+                if moved is not None or entry.get("url") != base \
+                        or entry.get("query") != query:
+                    _remember(location, name, base, query)
                 for r in done:
                     yield dict(r, path=str(location))
                 return

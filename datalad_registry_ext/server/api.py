@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections import OrderedDict
 from http import HTTPStatus
 from typing import Annotated, Optional
 
@@ -198,6 +200,54 @@ class DumpParams(listing.FilterParams):
         "`search`, the filters or `digests` (422).")
 
 
+# -- the digests, kept -------------------------------------------------------------
+#
+# ``/all?digests=true`` is what every incremental registry-sync asks first
+# (~0.2 s of 13,000 records: each record read and hashed). An answer is
+# kept by its ETag, which names the fingerprints of the indexes it was read
+# from: the same tag, the same answer, until an index changes.
+
+#: digests answers kept (most recently used), and the largest one kept
+DIGESTS_KEPT = 4
+DIGESTS_MAX_BYTES = 64 << 20
+
+_digests: OrderedDict = OrderedDict()
+_digests_lock = threading.Lock()
+
+
+def _kept_digests(tag: str) -> bytes | None:
+    with _digests_lock:
+        body = _digests.get(tag)
+        if body is not None:
+            _digests.move_to_end(tag)
+        return body
+
+
+def _keep_digests(tag: str, body: bytes) -> None:
+    if len(body) > DIGESTS_MAX_BYTES or DIGESTS_KEPT <= 0:
+        return
+    with _digests_lock:
+        _digests[tag] = body
+        while len(_digests) > DIGESTS_KEPT:
+            _digests.popitem(last=False)
+
+
+_json_text = json.encoder.encode_basestring  # as json.dumps, not ASCII
+_DIGEST_KEYS = ("id", "url", "digest")
+
+
+def _line(rec: dict) -> str:
+    """``json.dumps(rec)`` and a newline, as compact as the API's; a digest
+    (id, url, digest) formatted directly (13,000: ~0.04 s less)."""
+    if tuple(rec) == _DIGEST_KEYS:
+        i, u, d = rec["id"], rec["url"], rec["digest"]
+        if (i is None or type(i) is int) and type(u) is str \
+                and type(d) is str:
+            return '{"id":%s,"url":%s,"digest":%s}\n' % (
+                "null" if i is None else i, _json_text(u), _json_text(d))
+    return json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def _etag_matches(header: str | None, tag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``tag`` (weak or not)."""
     if not header:
@@ -235,15 +285,25 @@ def dataset_urls_all(request: Request,
             ids = listing.parse_ids(params.ids)
         except ValueError as e:
             return _unprocessable("ids", str(e))
+    headers = {"Content-Disposition":
+               "attachment; filename=dataset-urls.jsonl"}
     try:
         # the collection's ETag: a client that has this answer already (an
         # incremental registry-sync) gets a 304 without a body, and the
         # query is not even run
-        if request.headers.get("if-none-match"):
+        tag = None
+        if request.headers.get("if-none-match") or (
+                params.digests and params.ids is None):
             tag = listing.collection_tag(request.app.state.registry, params,
                                          **kind)
-            if _etag_matches(request.headers["if-none-match"], tag):
-                return Response(status_code=304, headers={"ETag": tag})
+        if tag is not None and _etag_matches(
+                request.headers.get("if-none-match"), tag):
+            return Response(status_code=304, headers={"ETag": tag})
+        if params.digests and params.ids is None:
+            body = _kept_digests(tag)
+            if body is not None:  # made with this tag: the same answer
+                return Response(body, media_type=JSONL,
+                                headers=dict(headers, ETag=tag))
         if params.ids is not None:
             tag, records = listing.dump_ids(
                 request.app.state.registry, params, ids,
@@ -254,24 +314,31 @@ def dataset_urls_all(request: Request,
     except listing.BadQuery as e:
         return envelope(400, e.message)
 
+    keep = [] if params.digests and params.ids is None else None
+
     def lines():
         # ~64 KB per chunk: one send (one HTTP chunk) per record costs the
         # server and the client more than the records themselves (13k
         # digest lines: 2.7 s one by one)
         batch, size = [], 0
         for rec in records:
-            line = json.dumps(rec, ensure_ascii=False,
-                              separators=(",", ":")) + "\n"
+            line = _line(rec)
             batch.append(line)
             size += len(line)
             if size >= 65536:
-                yield "".join(batch)
+                chunk = "".join(batch).encode("utf-8")
+                if keep is not None:
+                    keep.append(chunk)
+                yield chunk
                 batch, size = [], 0
-        if batch:
-            yield "".join(batch)
-    return StreamingResponse(lines(), media_type=JSONL, headers={
-        "ETag": tag,
-        "Content-Disposition": "attachment; filename=dataset-urls.jsonl"})
+        chunk = "".join(batch).encode("utf-8")
+        if keep is not None:
+            # the whole answer, read from the indexes this tag names
+            _keep_digests(tag, b"".join(keep + [chunk]))
+        if chunk:
+            yield chunk
+    return StreamingResponse(lines(), media_type=JSONL,
+                             headers=dict(headers, ETag=tag))
 
 
 @router.get(
