@@ -667,6 +667,25 @@ class _Writer:
             self._thread.join()
 
 
+
+@contextmanager
+def aborting(owner, doing: str):
+    """A step of a :class:`Builder` or a patch: on any failure,
+    ``owner.abort()`` (the database stays as it was) and raise EngineError
+    naming ``owner.db_path`` (``owner._failed`` for SQLite's errors)."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        owner.abort()
+        raise owner._failed(e) from e
+    except OSError as e:
+        owner.abort()
+        raise EngineError(f"cannot {doing} the search database "
+                          f"{owner.db_path}: {e.strerror or e}") from e
+    except BaseException:
+        owner.abort()
+        raise
+
 class Builder:
     """Build a search database incrementally::
 
@@ -925,7 +944,7 @@ class Builder:
             raise EngineError("this builder is finished")
         if not isinstance(fingerprint, str):
             raise TypeError("the fingerprint must be a str")
-        try:
+        with aborting(self, "write"):
             self._flush(final=True)
             for w in self._writers:
                 w.stop()
@@ -971,16 +990,6 @@ class Builder:
             db.execute("COMMIT")
             db.close()
             os.replace(self.tmp_path, self.db_path)
-        except sqlite3.Error as e:
-            self.abort()
-            raise self._failed(e) from e
-        except OSError as e:
-            self.abort()
-            raise EngineError(f"cannot write the search database "
-                              f"{self.db_path}: {e.strerror or e}") from e
-        except BaseException:
-            self.abort()
-            raise
         self._done = True
         return self._stored
 

@@ -68,7 +68,6 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-from contextlib import contextmanager
 
 from datalad_registry_ext import engine as E
 from datalad_registry_ext.engine import Engine, EngineError
@@ -270,22 +269,10 @@ class Patcher:
             self.abort()
         return False
 
-    @contextmanager
     def _or_abort(self, doing: str):
         """On any failure of the step, discard the copy (the database stays
         as it was) and raise EngineError naming the file."""
-        try:
-            yield
-        except sqlite3.Error as e:
-            self.abort()
-            raise self._failed(e) from e
-        except OSError as e:
-            self.abort()
-            raise EngineError(f"cannot {doing} the search database "
-                              f"{self.db_path}: {e.strerror or e}") from e
-        except BaseException:
-            self.abort()
-            raise
+        return E.aborting(self, doing)
 
     def _failed(self, e) -> EngineError:
         return EngineError(f"cannot update the search database "
